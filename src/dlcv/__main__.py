@@ -1,0 +1,3 @@
+from dlcv.cli import main
+
+raise SystemExit(main())

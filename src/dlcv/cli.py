@@ -1,0 +1,215 @@
+"""The ``dlcv`` command: argument parsing and printing over the library, nothing more.
+
+User errors (``UserError``) become one line ``error: ...`` and exit status 2. Heavy imports
+(torch, Lightning) happen inside the commands that need them, so ``dlcv segment eval`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dlcv.errors import UserError
+
+log = logging.getLogger("dlcv")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one ``error:`` line (exit 2) like every other user error."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message}")
+
+
+class _LevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return message if record.levelno == logging.INFO else f"{record.levelname.lower()}: {message}"
+
+
+# ---- shared option groups -------------------------------------------------------------------------
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every ``train`` command; defaults are None so that only given flags override the config."""
+    parser.add_argument("--data", help="data folder")
+    parser.add_argument("--model", help="model name (see `dlcv describe --list`)")
+    parser.add_argument("--out", help="run folder to create (checkpoints, metrics.csv, config.yaml)")
+    parser.add_argument("--config", help="YAML file of options; flags given here override it")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--optimizer", choices=["adamw", "sgd"])
+    parser.add_argument("--schedule", choices=["cosine", "poly", "constant"])
+    parser.add_argument("--weights", help="imagenet, none, or a state-dict file (.pth/.safetensors)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--devices", type=int, help="processes (GPUs) per machine, data-parallel")
+    parser.add_argument("--num-nodes", type=int, help="machines, data-parallel")
+    parser.add_argument("--precision", help="auto, 32-true, bf16-mixed, 16-mixed")
+    parser.add_argument("--workers", type=int, help="data-loading processes")
+    parser.add_argument("--limit-train", type=int, help="use only the first N training items")
+    parser.add_argument("--limit-val", type=int, help="use only the first N validation items")
+    parser.add_argument("--deterministic", action="store_true", default=None, help="deterministic GPU kernels")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.ckpt")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+
+def _resolve_train_config(cls, args: argparse.Namespace):
+    import dataclasses
+
+    from dlcv.config import CONFIG_NAME, resolve_config
+
+    config_file = args.config
+    if args.resume and config_file is None and args.out:
+        config_file = Path(args.out) / CONFIG_NAME  # a resumed run keeps its own configuration
+    fields = {f.name for f in dataclasses.fields(cls)}
+    config = resolve_config(cls, config_file, {k: v for k, v in vars(args).items() if k in fields})
+    for name in ("data", "out"):
+        if not getattr(config, name):
+            raise UserError(f"--{name} is required (on the command line or in --config)")
+    return config
+
+
+def _print_summary(summary) -> None:
+    score = "n/a" if summary.best_score is None else f"{summary.best_score:.4f}"
+    print(f"best {summary.monitor}: {score} ({summary.best_checkpoint})")
+    print(f"run folder: {summary.run_dir}  epochs: {summary.epochs}  wall time: {summary.wall_s:.1f} s")
+
+
+# ---- segment ----------------------------------------------------------------------------------------
+
+
+def _segment_train(args: argparse.Namespace) -> None:
+    from dlcv.config import SegmentConfig
+    from dlcv.training.segmentation import train_segmentation
+
+    config = _resolve_train_config(SegmentConfig, args)
+    _print_summary(train_segmentation(config, resume=args.resume, overwrite=args.overwrite))
+
+
+def _segment_predict(args: argparse.Namespace) -> None:
+    from dlcv.predict import predict_masks
+
+    count = predict_masks(args.checkpoint, args.input, args.output, device=args.device, batch_size=args.batch_size)
+    print(f"wrote {count} masks to {args.output}")
+
+
+def _segment_eval(args: argparse.Namespace) -> None:
+    from dlcv.metrics import evaluate_mask_folders
+
+    score = evaluate_mask_folders(args.pred, args.gt, workers=args.workers)
+    if score.off_palette_pixels:
+        log.warning(
+            "%d pixels in %d masks are off-palette; mapped by the graders' threshold rule (first: %s)",
+            score.off_palette_pixels,
+            len(score.off_palette_files),
+            score.off_palette_files[0],
+        )
+    if score.unused_predictions:
+        log.warning(
+            "%d predictions have no ground truth and were not scored (first: %s)",
+            len(score.unused_predictions),
+            score.unused_predictions[0],
+        )
+    print(score.to_json() if args.json else score.grader_text(), end="" if not args.json else "\n")
+
+
+def _segment_viz(args: argparse.Namespace) -> None:
+    from dlcv.viz.masks import write_mask_figures
+
+    for path in write_mask_figures(args.data, args.pred, args.ids, args.out):
+        print(path)
+
+
+def _add_segment(commands) -> None:
+    segment = commands.add_parser("segment", help="land-cover segmentation").add_subparsers(
+        dest="command", required=True
+    )
+
+    train = segment.add_parser("train", help="train a segmentation model")
+    _add_train_options(train)
+    train.add_argument("--image-size", type=int, help="resize images to S x S once at load (default: native)")
+    train.set_defaults(handler=_segment_train)
+
+    predict = segment.add_parser("predict", help="write NNNN_mask.png for each image of a folder")
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--input", required=True, help="folder of images")
+    predict.add_argument("--output", required=True, help="folder for the masks")
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.add_argument("--batch-size", type=int, default=4)
+    predict.set_defaults(handler=_segment_predict)
+
+    evaluate = segment.add_parser("eval", help="the graders' mean IoU of a folder of predicted masks")
+    evaluate.add_argument("--pred", required=True, help="folder of predicted masks")
+    evaluate.add_argument("--gt", required=True, help="folder of ground-truth masks (every .png in it)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of the graders' text")
+    evaluate.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    evaluate.set_defaults(handler=_segment_eval)
+
+    viz = segment.add_parser("viz", help="figures: image | ground truth | predictions, overlays, progress")
+    viz.add_argument("--data", required=True, help="folder with ID_sat.jpg and ID_mask.png")
+    viz.add_argument("--pred", nargs="+", default=[], help="prediction folders or run folders")
+    viz.add_argument("--ids", nargs="+", help="image ids (default 0010 0097 0107 where present)")
+    viz.add_argument("--out", required=True, help="folder for the figures")
+    viz.set_defaults(handler=_segment_viz)
+
+
+# ---- misc -------------------------------------------------------------------------------------------
+
+
+def _describe(args: argparse.Namespace) -> None:
+    from dlcv.models import describe_model, model_names
+
+    if args.list or args.model is None:
+        for name in model_names():
+            print(name)
+        return
+    print(describe_model(args.model, args.classes))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from dlcv.demo import run_demo
+
+    for line in run_demo(args.out):
+        print(line)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dlcv", description=__doc__.splitlines()[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
+    _add_segment(commands)
+
+    describe = commands.add_parser("describe", help="print a model's architecture and parameter counts")
+    describe.add_argument("model", nargs="?")
+    describe.add_argument("--classes", type=int, default=None, help="number of classes (default: the task's)")
+    describe.add_argument("--list", action="store_true", help="list the model names")
+    describe.set_defaults(handler=_describe)
+
+    demo = commands.add_parser("demo", help="generate data, train, predict, evaluate and draw, end to end")
+    demo.add_argument("--out", default="dlcv-demo", help="folder for everything the demo makes")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        args = build_parser().parse_args(argv)
+        command: Callable[[argparse.Namespace], None] = args.handler
+        command(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

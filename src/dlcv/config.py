@@ -1,0 +1,99 @@
+"""Training configurations: defaults < ``--config FILE.yaml`` < command-line flags.
+
+Every run folder keeps its resolved configuration as ``config.yaml``, so any run can be repeated
+with ``--config RUN_DIR/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from dlcv.errors import UserError
+
+CONFIG_NAME = "config.yaml"
+
+
+@dataclass
+class TrainConfig:
+    """What every training run needs, whatever the task."""
+
+    data: str = ""
+    out: str = ""
+    model: str = ""
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adamw"  # adamw | sgd
+    schedule: str = "cosine"  # cosine | poly | constant
+    warmup_epochs: float = 0.0
+    weights: str = "none"  # none | imagenet | PATH
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "auto"  # auto (bf16-mixed on GPU, 32-true on CPU) or any Lightning precision
+    deterministic: bool = False
+    workers: int = 2
+    limit_train: int | None = None  # use only the first N training items (quick runs)
+    limit_val: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SegmentConfig(TrainConfig):
+    model: str = "fcn8s"
+    epochs: int = 30
+    batch_size: int = 8
+    optimizer: str = "sgd"  # the FCN recipe: SGD with momentum under a poly schedule
+    lr: float = 1e-2
+    weight_decay: float = 5e-4
+    schedule: str = "poly"
+    image_size: int | None = None  # resize to a square once at load; None keeps the native size
+    min_scale: float = 0.25  # random scale-and-crop keeps at least this fraction of the area
+    snapshot_ids: list[str] = field(default_factory=lambda: ["0010", "0097", "0107"])
+
+
+C = TypeVar("C", bound=TrainConfig)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: not a readable YAML config ({str(exc).splitlines()[0][:120]})") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise UserError(f"{path}: a config must be a mapping of option: value")
+    return content
+
+
+def resolve_config(cls: type[C], config_file: str | Path | None, overrides: dict[str, Any]) -> C:
+    """Defaults of ``cls``, then the YAML file's values, then ``overrides`` (flags actually given)."""
+    values: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    if config_file is not None:
+        values.update(read_yaml(config_file))
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"{config_file}: unknown option(s) {', '.join(unknown)} for this command")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = cls(**values)
+    for name, expected in (("epochs", int), ("batch_size", int), ("devices", int), ("num_nodes", int)):
+        value = getattr(config, name)
+        if not isinstance(value, expected) or value < 1:
+            raise UserError(f"{config_file or 'command line'}: {name} must be a positive integer, not {value!r}")
+    return config
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

@@ -1,0 +1,82 @@
+"""Reading images from disk with one clear error per unreadable file.
+
+Pillow decodes: it reads every mode users have (grayscale, RGBA, palette, 16-bit) and reports
+truncated files, where torchvision's own decoders are deprecated since 0.29.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from dlcv.errors import UserError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+#: Larger images are refused: a 16k x 16k image already needs 768 MB decoded.
+MAX_PIXELS = 16384 * 16384
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name; an error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise UserError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+    return images
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserError(f"{path}: not a readable image ({_reason(exc)})") from None
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode ``path`` to an H x W x 3 uint8 array, whatever its mode."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise UserError(f"{path}: image of {width}x{height} pixels is larger than dlcv reads")
+                image.load()
+                return _to_rgb8(image)
+    except UserError:
+        raise
+    except (
+        OSError,
+        UnidentifiedImageError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise UserError(f"{path}: not a readable image ({_reason(exc)})") from None
+
+
+def _to_rgb8(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit (or 32-bit integer) grayscale: keep the top 8 bits rather than clipping.
+        values = np.asarray(image, dtype=np.int64)
+        shift = 8 if values.max(initial=0) < 65536 else 24
+        gray = np.clip(values >> shift, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode != "RGB":
+        image = image.convert("RGBA").convert("RGB") if image.mode == "P" else image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]

@@ -1,0 +1,166 @@
+"""Scores exactly as the graders compute them, from confusion matrices that can be summed.
+
+A confusion matrix is additive over images, batches and processes, so the same code scores a
+streamed folder of masks, a validation epoch, and a multi-GPU run (where the matrices are summed
+across processes before any division). numpy only: ``dlcv segment eval`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dlcv.data.images import read_rgb
+from dlcv.data.palette import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, count_off_palette, decode_mask
+from dlcv.errors import UserError
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """``num_classes`` x ``num_classes`` int64 counts, rows the true class, columns the predicted one."""
+    if truth.shape != predicted.shape:
+        raise ValueError(f"shapes differ: {truth.shape} and {predicted.shape}")
+    codes = truth.astype(np.int64, copy=False).ravel() * num_classes + predicted.ravel()
+    return np.bincount(codes, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def iou_per_class(confusion: np.ndarray) -> np.ndarray:
+    """IoU of each scored class (all but unknown), by the graders' rule.
+
+    True positives, predictions and ground truth of class k are counted over every pixel, unknown
+    ground truth included: a pixel of unknown predicted as k is a false positive of k. A class
+    absent from both prediction and truth gets NaN (0/0), as in the graders' script.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    scored = list(SCORED_CLASSES)
+    tp = np.diag(confusion)[scored]
+    predicted = confusion.sum(axis=0)[scored]
+    actual = confusion.sum(axis=1)[scored]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tp / (predicted + actual - tp)
+
+
+def mean_iou(confusion: np.ndarray) -> float:
+    """The graders' mean IoU: the plain mean of the six scored classes' IoU."""
+    return float(np.mean(iou_per_class(confusion)))
+
+
+def accuracy_per_class(confusion: np.ndarray) -> np.ndarray:
+    """Recall of each class (its accuracy among its own images); NaN for a class with no images."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.diag(confusion) / confusion.sum(axis=1)
+
+
+@dataclass
+class SegmentationScore:
+    """The graders' score of a folder of predicted masks, with what was noticed on the way."""
+
+    confusion: np.ndarray
+    images: int
+    off_palette_pixels: int = 0
+    off_palette_files: list[str] = field(default_factory=list)
+    unused_predictions: list[str] = field(default_factory=list)
+
+    @property
+    def iou(self) -> np.ndarray:
+        return iou_per_class(self.confusion)
+
+    @property
+    def miou(self) -> float:
+        return mean_iou(self.confusion)
+
+    def grader_text(self) -> str:
+        """The graders' output, to the character."""
+        lines = [f"class #{k} : {value:1.5f}" for k, value in enumerate(self.iou)]
+        return "\n".join(lines) + f"\n\nmean_iou: {self.miou:f}\n"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "mean_iou": _finite_or_none(self.miou),
+                "iou": {CLASS_NAMES[k]: _finite_or_none(v) for k, v in enumerate(self.iou)},
+                "images": self.images,
+                "confusion": self.confusion.tolist(),
+                "off_palette_pixels": self.off_palette_pixels,
+                "off_palette_files": self.off_palette_files,
+            },
+            indent=2,
+        )
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _score_pair(pair: tuple[Path, Path]) -> tuple[np.ndarray, int]:
+    predicted_path, truth_path = pair
+    truth_rgb = read_rgb(truth_path)
+    predicted_rgb = read_rgb(predicted_path)
+    if truth_rgb.shape != predicted_rgb.shape:
+        raise UserError(
+            f"{predicted_path}: prediction is {predicted_rgb.shape[1]}x{predicted_rgb.shape[0]} but its ground "
+            f"truth {truth_path} is {truth_rgb.shape[1]}x{truth_rgb.shape[0]}"
+        )
+    confusion = confusion_matrix(decode_mask(truth_rgb), decode_mask(predicted_rgb), NUM_CLASSES)
+    return confusion, count_off_palette(predicted_rgb) + count_off_palette(truth_rgb)
+
+
+def pair_mask_folders(predicted_dir: str | Path, truth_dir: str | Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Pair every ground-truth ``.png`` with the prediction of the same file name.
+
+    As in the graders' script, the ground truth is every ``.png`` in its folder. Returns the pairs
+    and the names of predictions that have no ground truth.
+    """
+    predicted_dir, truth_dir = Path(predicted_dir), Path(truth_dir)
+    for folder in (predicted_dir, truth_dir):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such folder")
+    truths = sorted(p for p in truth_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    if not truths:
+        raise UserError(f"{truth_dir}: no ground-truth masks (.png) in this folder")
+    predictions = {p.name: p for p in predicted_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file()}
+    missing = [t.name for t in truths if t.name not in predictions]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise UserError(f"{predicted_dir}: no prediction for {len(missing)} ground-truth masks: {shown}")
+    truth_names = {t.name for t in truths}
+    unused = sorted(name for name in predictions if name not in truth_names)
+    return [(predictions[t.name], t) for t in truths], unused
+
+
+def evaluate_mask_folders(
+    predicted_dir: str | Path, truth_dir: str | Path, workers: int | None = None
+) -> SegmentationScore:
+    """Score a folder of predicted RGB masks against the ground truth, streaming pair by pair.
+
+    Each worker process holds one pair at a time, so memory stays flat however many masks there
+    are; the per-pair confusion matrices are summed.
+    """
+    pairs, unused = pair_mask_folders(predicted_dir, truth_dir)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(pairs)))
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    off_palette_pixels, off_palette_files = 0, []
+    if workers == 1:
+        results = map(_score_pair, pairs)
+        confusion, off_palette_pixels, off_palette_files = _accumulate(results, pairs)
+    else:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            results = pool.imap(_score_pair, pairs, chunksize=4)
+            confusion, off_palette_pixels, off_palette_files = _accumulate(results, pairs)
+    return SegmentationScore(confusion, len(pairs), off_palette_pixels, off_palette_files, unused)
+
+
+def _accumulate(results, pairs) -> tuple[np.ndarray, int, list[str]]:
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    off_pixels, off_files = 0, []
+    for (predicted_path, _), (pair_confusion, off) in zip(pairs, results, strict=True):
+        confusion += pair_confusion
+        if off:
+            off_pixels += off
+            off_files.append(predicted_path.name)
+    return confusion, off_pixels, off_files

@@ -1,0 +1,25 @@
+"""The architecture as PyTorch prints it, with parameter counts: the report's first answer."""
+
+from __future__ import annotations
+
+from dlcv.models.registry import build_model, get_entry
+
+#: Classes a model is described with when none are given: the course data's.
+DEFAULT_CLASSES = {"segment": 7, "classify": 50}
+
+
+def count_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def describe_model(name: str, num_classes: int | None = None) -> str:
+    entry = get_entry(name)
+    classes = num_classes or DEFAULT_CLASSES[entry.task]
+    model = build_model(name, classes)
+    total, trainable = count_parameters(model)
+    return (
+        f"{model}\n\n{name}: {entry.description}, {classes} classes\n"
+        f"total parameters: {total:,}\ntrainable parameters: {trainable:,}"
+    )

@@ -1,0 +1,55 @@
+"""The name -> model registry, in the manner of timm: families register builders under names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from dlcv.errors import UserError
+
+TASKS = ("segment", "classify")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: str
+    builder: Callable[..., nn.Module]
+    #: torchvision weights enum member for ``--weights imagenet`` (downloaded by torchvision), if any.
+    imagenet_weights: Any | None
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, task: str, description: str, imagenet_weights: Any | None = None):
+    """Decorator: register ``builder(num_classes, **kwargs) -> nn.Module`` under ``name``."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}")
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(name, task, builder, imagenet_weights, description)
+        return builder
+
+    return decorate
+
+
+def model_names(task: str | None = None) -> list[str]:
+    return sorted(name for name, entry in _REGISTRY.items() if task is None or entry.task == task)
+
+
+def get_entry(name: str, task: str | None = None) -> ModelEntry:
+    entry = _REGISTRY.get(name)
+    if entry is None or (task is not None and entry.task != task):
+        raise UserError(f"unknown model {name!r}; choose from: {', '.join(model_names(task))}")
+    return entry
+
+
+def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    return get_entry(name).builder(num_classes=num_classes, **kwargs)

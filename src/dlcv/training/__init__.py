@@ -1,0 +1,1 @@
+"""Training as Lightning modules (one per task) and the runner that owns a run folder."""

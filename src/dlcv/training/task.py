@@ -1,0 +1,72 @@
+"""The LightningModule base every task shares: the model by name, optimiser and LR schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from dlcv.data.transforms import to_model_input
+from dlcv.models import build_model
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the base learning rate at ``step``: linear warm-up, then the schedule."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "poly":
+        return (1 - progress) ** 0.9
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {schedule!r}; choose cosine, poly or constant")
+
+
+class Task(L.LightningModule):
+    """A model from the registry trained with AdamW or SGD under a per-step LR schedule.
+
+    Inputs are uint8 image batches; normalisation happens here so that every caller (training,
+    prediction, t-SNE) feeds the model the same way.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        num_classes: int,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        optimizer: str = "adamw",
+        schedule: str = "cosine",
+        warmup_epochs: float = 0.0,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(model, num_classes, **(model_kwargs or {}))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(to_model_input(images))
+
+    def configure_optimizers(self):
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim <= 1]
+        groups = [
+            {"params": decay, "weight_decay": self.hparams.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        if self.hparams.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=self.hparams.lr, momentum=0.9, nesterov=True)
+        elif self.hparams.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
+        else:
+            raise ValueError(f"unknown optimizer {self.hparams.optimizer!r}; choose adamw or sgd")
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(self.hparams.warmup_epochs * total / max(1, self.trainer.max_epochs))
+        schedule = self.hparams.schedule
+        lr_factor(0, total, warmup, schedule)  # reject an unknown schedule before training starts
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, schedule))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

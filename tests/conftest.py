@@ -1,0 +1,42 @@
+"""Shared fixtures: generated data always, the course data when ../shared/hw2_data is beside the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REAL_DATA = Path(os.environ.get("DLCV_HW2_DATA", Path(__file__).resolve().parents[2] / "shared" / "hw2_data"))
+HED_WEIGHTS = REAL_DATA.parent / "weights" / "vgg16_features_hed.safetensors"
+
+
+@pytest.fixture(scope="session")
+def landcover_dir(tmp_path_factory) -> Path:
+    from dlcv.data.synthetic import make_landcover_set
+
+    return make_landcover_set(tmp_path_factory.mktemp("landcover"), train=12, validation=4, size=40, seed=1)
+
+
+@pytest.fixture(scope="session")
+def real_p2() -> Path:
+    folder = REAL_DATA / "p2_data"
+    if not folder.is_dir():
+        pytest.skip("course data ../shared/hw2_data not present")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def hed_weights() -> Path:
+    if not HED_WEIGHTS.is_file():
+        pytest.skip("../shared/weights/vgg16_features_hed.safetensors not present")
+    return HED_WEIGHTS
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run ``dlcv argv`` in this process; returns (exit status, stdout, stderr)."""
+    from dlcv.cli import main
+
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err

@@ -1,0 +1,77 @@
+"""Folder checks: every kind of bad input is one clear error naming the file at fault."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dlcv.data.landcover import LandCoverDataset, find_pairs
+from dlcv.data.transforms import landcover_train_transform
+from dlcv.errors import UserError
+
+
+@pytest.fixture
+def folder(tmp_path, landcover_dir):
+    target = tmp_path / "train"
+    shutil.copytree(landcover_dir / "train", target)
+    return target
+
+
+def test_pairs_are_found_and_decoded(folder):
+    dataset = LandCoverDataset(folder, workers=1)
+    assert len(dataset) == 12 and dataset.ids[0] == "0000"
+    image, mask = dataset[0]
+    assert image.shape == (3, 40, 40) and image.dtype.is_floating_point is False
+    assert mask.shape == (40, 40) and int(mask.max()) <= 6
+
+
+def test_resize_keeps_validation_masks_full_size(folder):
+    dataset = LandCoverDataset(folder, image_size=24, resize_masks=False, workers=1)
+    image, mask = dataset[0]
+    assert image.shape == (3, 24, 24) and mask.shape == (40, 40)
+
+
+def test_joint_transform_keeps_image_and_mask_aligned():
+    image = np.zeros((3, 32, 32), dtype=np.uint8)
+    image[:, :8, :8] = 255
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[:8, :8] = 1
+    import torch
+
+    transform = landcover_train_transform(32, min_scale=1.0)
+    for seed in range(8):
+        torch.manual_seed(seed)
+        out_image, out_mask = transform(torch.from_numpy(image), torch.from_numpy(mask))
+        assert torch.equal(out_image[0] > 127, out_mask == 1)
+        assert set(out_mask.unique().tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize(
+    ("breakage", "culprit"),
+    [
+        (lambda f: (f / "0003_mask.png").unlink(), "0003_sat.jpg"),
+        (lambda f: (f / "0004_sat.jpg").unlink(), "0004_mask.png"),
+        (lambda f: Image.new("RGB", (10, 10)).save(f / "0005_mask.png"), "0005_mask.png"),
+        (lambda f: (f / "0006_sat.jpg").write_bytes(b""), "0006_sat.jpg"),
+        (lambda f: (f / "0007_sat.jpg").write_bytes((f / "0007_sat.jpg").read_bytes()[:300]), "0007_sat.jpg"),
+        (lambda f: (f / "0008_mask.png").write_text("not a png"), "0008_mask.png"),
+    ],
+)
+def test_bad_pairs_name_the_file(folder, breakage, culprit):
+    breakage(folder)
+    with pytest.raises(UserError, match=culprit):
+        LandCoverDataset(folder, workers=1)
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(UserError, match="no such folder"):
+        find_pairs(tmp_path / "nope")
+    with pytest.raises(UserError, match="no image/mask pairs"):
+        find_pairs(tmp_path)
+
+
+def test_real_pairs_decode_on_palette(real_p2):
+    dataset = LandCoverDataset(real_p2 / "validation", limit=8, workers=1)
+    assert len(dataset) == 8 and dataset.images[0].shape == (3, 512, 512)
+    assert {int(v) for m in dataset.masks for v in m.unique()} <= set(range(7))

@@ -1,0 +1,237 @@
+"""Segmentation end to end through the CLI: train, predict, eval, viz; then on real pairs."""
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from dlcv.data.palette import PALETTE
+from tests.conftest import run_cli
+
+TINY = {"model_kwargs": {"fc_channels": 32}, "workers": 0, "device": "cpu", "image_size": 32}
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "snapshot_ids": ["0000", "0002"]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, landcover_dir, tiny_config) -> Path:
+    from dlcv.cli import main
+
+    run = tmp_path_factory.mktemp("runs") / "fcn16s"
+    status = main(
+        [
+            "segment",
+            "train",
+            "--data",
+            str(landcover_dir),
+            "--model",
+            "fcn16s",
+            "--out",
+            str(run),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-3",
+            "--config",
+            str(tiny_config),
+        ]
+    )
+    assert status == 0
+    return run
+
+
+def test_run_folder_holds_everything(trained_run):
+    for name in ("best.ckpt", "last.ckpt", "metrics.csv", "config.yaml"):
+        assert (trained_run / name).is_file(), name
+    rows = list(csv.DictReader((trained_run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert {"train_loss", "val_miou", "val_iou_urban", "val_iou_barren"} <= set(rows[0])
+    assert all(np.isfinite(float(r["train_loss"])) for r in rows)
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["model"] == "fcn16s" and config["epochs"] == 3 and config["image_size"] == 32
+    assert config["model_kwargs"] == {"fc_channels": 32}
+    # First, middle and last epoch (0, 1, 2), for each chosen id.
+    snapshots = sorted(p.relative_to(trained_run).as_posix() for p in (trained_run / "snapshots").rglob("*.png"))
+    assert snapshots == [f"snapshots/epoch_00{e}/{i}_mask.png" for e in range(3) for i in ("0000", "0002")]
+
+
+def test_predict_eval_viz(trained_run, landcover_dir, tmp_path, capsys):
+    out = tmp_path / "masks"
+    status, stdout, err = run_cli(
+        capsys,
+        "segment",
+        "predict",
+        "--checkpoint",
+        trained_run / "best.ckpt",
+        "--input",
+        landcover_dir / "validation",
+        "--output",
+        out,
+        "--device",
+        "cpu",
+    )
+    assert status == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{i:04d}_mask.png" for i in range(4)]
+    for name in names:
+        mask = np.asarray(Image.open(out / name))
+        assert mask.shape == (40, 40, 3)  # the image's own size, though the model ran at 32
+        assert {tuple(c) for c in mask.reshape(-1, 3)} <= {tuple(c) for c in PALETTE}
+    status, stdout, _ = run_cli(capsys, "segment", "eval", "--pred", out, "--gt", landcover_dir / "validation")
+    assert status == 0 and stdout.splitlines()[-1].startswith("mean_iou: ")
+
+    figures = tmp_path / "figures"
+    status, stdout, err = run_cli(
+        capsys,
+        "segment",
+        "viz",
+        "--data",
+        landcover_dir / "validation",
+        "--pred",
+        out,
+        trained_run,
+        "--ids",
+        "0000",
+        "0002",
+        "--out",
+        figures,
+    )
+    assert status == 0, err
+    assert sorted(p.name for p in figures.iterdir()) == [
+        "compare.png",
+        "overlay_0000.png",
+        "overlay_0002.png",
+        f"progress_{trained_run.name}.png",
+    ]
+
+
+def test_existing_run_is_not_overwritten(trained_run, landcover_dir, capsys):
+    before = (trained_run / "metrics.csv").read_text()
+    status, _, err = run_cli(capsys, "segment", "train", "--data", landcover_dir, "--out", trained_run, "--epochs", "1")
+    assert status == 2 and "already holds a run" in err and err.count("\n") == 1
+    assert (trained_run / "metrics.csv").read_text() == before
+
+
+def test_resume_extends_the_run(trained_run, tmp_path, capsys):
+    run = tmp_path / "resumed"
+    shutil.copytree(trained_run, run)
+    status, _, err = run_cli(capsys, "segment", "train", "--out", run, "--resume", "--epochs", "4")
+    assert status == 0, err
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert rows[:3] == list(csv.DictReader((trained_run / "metrics.csv").open()))
+
+
+@pytest.mark.parametrize(
+    ("argv", "culprit"),
+    [
+        (["--data", "{tmp}/nowhere"], "nowhere"),
+        (["--data", "{tmp}"], "train"),
+        (["--data", "{data}", "--model", "resnet999"], "resnet999"),
+        (["--data", "{data}", "--weights", "{tmp}/missing.pth"], "missing.pth"),
+    ],
+)
+def test_train_user_errors(argv, culprit, tmp_path, landcover_dir, tiny_config, capsys):
+    argv = [a.format(tmp=tmp_path, data=landcover_dir) for a in argv]
+    status, _, err = run_cli(capsys, "segment", "train", "--out", tmp_path / "run", "--config", tiny_config, *argv)
+    assert status == 2 and err.startswith("error: ") and culprit in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_user_errors(tmp_path, trained_run, capsys):
+    status, _, err = run_cli(
+        capsys,
+        "segment",
+        "predict",
+        "--checkpoint",
+        tmp_path / "x.ckpt",
+        "--input",
+        tmp_path,
+        "--output",
+        tmp_path / "out",
+    )
+    assert (status == 2 and "no images" in err) or "x.ckpt" in err
+    (tmp_path / "a_sat.jpg").write_bytes(b"\xff\xd8 truncated")
+    status, _, err = run_cli(
+        capsys,
+        "segment",
+        "predict",
+        "--checkpoint",
+        trained_run / "best.ckpt",
+        "--input",
+        tmp_path,
+        "--output",
+        tmp_path / "out",
+        "--device",
+        "cpu",
+    )
+    assert status == 2 and "a_sat.jpg" in err
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_real_pairs_train_predict_eval(real_p2, hed_weights, tmp_path, capsys):
+    """A few real pairs, the HED weights, one epoch at 64 px: the whole path on the course data."""
+    data = tmp_path / "p2"
+    for split, ids in (("train", ["0000", "0001", "0002", "0003"]), ("validation", ["0010", "0097", "0107"])):
+        (data / split).mkdir(parents=True)
+        for i in ids:
+            for suffix in ("_sat.jpg", "_mask.png"):
+                shutil.copy(real_p2 / split / f"{i}{suffix}", data / split)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "image_size": 64}))
+    run = tmp_path / "run"
+    status, out, err = run_cli(
+        capsys,
+        "segment",
+        "train",
+        "--data",
+        data,
+        "--model",
+        "fcn8s",
+        "--out",
+        run,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--weights",
+        hed_weights,
+        "--config",
+        config,
+    )
+    assert status == 0, err
+    assert "loaded 26 tensors" in err
+    assert sorted(p.name for p in (run / "snapshots" / "epoch_000").iterdir()) == [
+        "0010_mask.png",
+        "0097_mask.png",
+        "0107_mask.png",
+    ]
+    masks = tmp_path / "masks"
+    status, _, err = run_cli(
+        capsys,
+        "segment",
+        "predict",
+        "--checkpoint",
+        run / "last.ckpt",
+        "--input",
+        data / "validation",
+        "--output",
+        masks,
+        "--device",
+        "cpu",
+    )
+    assert status == 0, err
+    assert np.asarray(Image.open(masks / "0097_mask.png")).shape == (512, 512, 3)
+    status, out, _ = run_cli(capsys, "segment", "eval", "--pred", masks, "--gt", data / "validation")
+    assert status == 0 and len(out.splitlines()) == 8
