@@ -14,12 +14,16 @@ def count_parameters(model) -> tuple[int, int]:
     return total, trainable
 
 
-def describe_model(name: str, num_classes: int | None = None) -> str:
-    entry = get_entry(name)
-    classes = num_classes or DEFAULT_CLASSES[entry.task]
-    model = build_model(name, classes)
+def describe_module(model, name: str, num_classes: int) -> str:
+    """``model`` as PyTorch prints it, then what it is and its parameter counts."""
     total, trainable = count_parameters(model)
     return (
-        f"{model}\n\n{name}: {entry.description}, {classes} classes\n"
+        f"{model}\n\n{name}: {get_entry(name).description}, {num_classes} classes\n"
         f"total parameters: {total:,}\ntrainable parameters: {trainable:,}"
     )
+
+
+def describe_model(name: str, num_classes: int | None = None) -> str:
+    """The architecture of ``name`` built for ``num_classes`` (by default the course data's)."""
+    classes = num_classes or DEFAULT_CLASSES[get_entry(name).task]
+    return describe_module(build_model(name, classes), name, classes)

@@ -15,11 +15,12 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from dlcv.config import CONFIG_NAME, TrainConfig, config_to_yaml
 from dlcv.errors import UserError
 from dlcv.files import atomic_path, write_text_atomic
+from dlcv.models.describe import describe_module
 from dlcv.training.callbacks import EpochSeed, FiniteLossGuard, MetricsHistory
 
-BEST, LAST, METRICS = "best.ckpt", "last.ckpt", "metrics.csv"
+BEST, LAST, METRICS, ARCHITECTURE = "best.ckpt", "last.ckpt", "metrics.csv", "architecture.txt"
 #: Files whose presence means a folder already holds a run.
-RUN_MARKERS = (CONFIG_NAME, BEST, LAST, METRICS)
+RUN_MARKERS = (CONFIG_NAME, BEST, LAST, METRICS, ARCHITECTURE)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -92,6 +93,7 @@ def fit(
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / CONFIG_NAME, config_to_yaml(config))
+    write_text_atomic(run_dir / ARCHITECTURE, describe_module(task.model, config.model, task.hparams.num_classes) + "\n")
     accelerator = accelerator_for(config.device)
     if accelerator == "gpu":
         torch.set_float32_matmul_precision("high")
