@@ -19,6 +19,23 @@ def landcover_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def classification_dir(tmp_path_factory) -> Path:
+    """Generated course layout: train_50/ (4 classes x 8), val_50/ (4 x 3) and val_gt.csv, 16 x 16 images."""
+    from dlcv.data.synthetic import make_classification_set
+
+    root = tmp_path_factory.mktemp("classification")
+    return make_classification_set(root, classes=4, per_class=8, size=16, seed=2, val_per_class=3)
+
+
+@pytest.fixture(scope="session")
+def real_p1() -> Path:
+    folder = REAL_DATA / "p1_data"
+    if not folder.is_dir():
+        pytest.skip("course data ../shared/hw2_data not present")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def real_p2() -> Path:
     folder = REAL_DATA / "p2_data"
     if not folder.is_dir():

@@ -55,6 +55,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit-train", type=int, help="use only the first N training items")
     parser.add_argument("--limit-val", type=int, help="use only the first N validation items")
     parser.add_argument("--deterministic", action="store_true", default=None, help="deterministic GPU kernels")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (GPU runs)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.ckpt")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
@@ -67,6 +68,8 @@ def _resolve_train_config(cls, args: argparse.Namespace):
     config_file = args.config
     if args.resume and config_file is None and args.out:
         config_file = Path(args.out) / CONFIG_NAME  # a resumed run keeps its own configuration
+        if not config_file.is_file():
+            raise UserError(f"{args.out}: nothing to resume (no {CONFIG_NAME})")
     fields = {f.name for f in dataclasses.fields(cls)}
     config = resolve_config(cls, config_file, {k: v for k, v in vars(args).items() if k in fields})
     for name in ("data", "out"):
@@ -76,6 +79,8 @@ def _resolve_train_config(cls, args: argparse.Namespace):
 
 
 def _print_summary(summary) -> None:
+    if not summary.is_global_zero:  # the other processes of a multi-process run stay quiet
+        return
     score = "n/a" if summary.best_score is None else f"{summary.best_score:.4f}"
     print(f"best {summary.monitor}: {score} ({summary.best_checkpoint})")
     print(f"run folder: {summary.run_dir}  epochs: {summary.epochs}  wall time: {summary.wall_s:.1f} s")
@@ -93,9 +98,19 @@ def _segment_train(args: argparse.Namespace) -> None:
 
 
 def _segment_predict(args: argparse.Namespace) -> None:
-    from dlcv.predict import predict_masks
+    from dlcv.predict import TTA_SCALES, predict_masks
 
-    count = predict_masks(args.checkpoint, args.input, args.output, device=args.device, batch_size=args.batch_size)
+    views = args.tta or "none"
+    scales = args.tta_scales or (TTA_SCALES if args.tta else (1.0,))
+    count = predict_masks(
+        args.checkpoint,
+        args.input,
+        args.output,
+        device=args.device,
+        batch_size=args.batch_size,
+        tta=views,
+        tta_scales=scales,
+    )
     print(f"wrote {count} masks to {args.output}")
 
 
@@ -134,6 +149,8 @@ def _add_segment(commands) -> None:
     train = segment.add_parser("train", help="train a segmentation model")
     _add_train_options(train)
     train.add_argument("--image-size", type=int, help="resize images to S x S once at load (default: native)")
+    train.add_argument("--crop-size", type=int, help="training crop side (default: the image size)")
+    train.add_argument("--loss", help="ce, dice, lovasz, lovasz_image, or a sum such as ce+lovasz (default ce)")
     train.set_defaults(handler=_segment_train)
 
     predict = segment.add_parser("predict", help="write NNNN_mask.png for each image of a folder")
@@ -142,6 +159,15 @@ def _add_segment(commands) -> None:
     predict.add_argument("--output", required=True, help="folder for the masks")
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument(
+        "--tta",
+        nargs="?",
+        const="flips",
+        choices=["flips", "d4"],
+        help="test-time augmentation: average the probabilities over flips (or all 8 flips and turns: d4) "
+        "at scales 0.75, 1, 1.25",
+    )
+    predict.add_argument("--tta-scales", nargs="+", type=float, help="scales of the input size to average over")
     predict.set_defaults(handler=_segment_predict)
 
     evaluate = segment.add_parser("eval", help="the graders' mean IoU of a folder of predicted masks")
@@ -157,6 +183,91 @@ def _add_segment(commands) -> None:
     viz.add_argument("--ids", nargs="+", help="image ids (default 0010 0097 0107 where present)")
     viz.add_argument("--out", required=True, help="folder for the figures")
     viz.set_defaults(handler=_segment_viz)
+
+
+# ---- classify ---------------------------------------------------------------------------------------
+
+
+def _classify_train(args: argparse.Namespace) -> None:
+    from dlcv.config import ClassifyConfig
+    from dlcv.training.classification import train_classification
+
+    config = _resolve_train_config(ClassifyConfig, args)
+    _print_summary(train_classification(config, resume=args.resume, overwrite=args.overwrite))
+
+
+def _classify_predict(args: argparse.Namespace) -> None:
+    from dlcv.predict import predict_labels
+
+    count = predict_labels(args.checkpoint, args.input, args.output, device=args.device, batch_size=args.batch_size)
+    print(f"wrote {count} predictions to {args.output}")
+
+
+def _classify_eval(args: argparse.Namespace) -> None:
+    from dlcv.metrics import evaluate_label_csv
+
+    score = evaluate_label_csv(args.pred, args.gt)
+    print(score.to_json() if args.json else score.text(), end="\n" if args.json else "")
+
+
+def _classify_tsne(args: argparse.Namespace) -> None:
+    from dlcv.viz.tsne import write_tsne
+
+    for path in write_tsne(args.checkpoint, args.input, args.output, args.layer, args.gt, device=args.device):
+        print(path)
+
+
+def _classify_confusion(args: argparse.Namespace) -> None:
+    from dlcv.viz.confusion import write_confusion_figure
+
+    score = write_confusion_figure(args.pred, args.gt, args.output)
+    print(f"accuracy: {score.accuracy:.4f} ({score.correct}/{score.total})")
+    print(args.output)
+
+
+def _add_classify(commands) -> None:
+    classify = commands.add_parser("classify", help="image classification").add_subparsers(
+        dest="command", required=True
+    )
+
+    train = classify.add_parser("train", help="train a classifier (data: train_50/ + val_50/, or train/ + val/)")
+    _add_train_options(train)
+    train.add_argument("--image-size", type=int, help="resize images to S x S once at load (default: native)")
+    train.add_argument("--policy", choices=["none", "trivialaugment", "randaugment"], help="augmentation policy")
+    train.add_argument("--mixup", type=float, help="mixup Beta(alpha, alpha); 0 is off")
+    train.add_argument("--cutmix", type=float, help="cutmix Beta(alpha, alpha); 0 is off")
+    train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--ema", type=float, help="decay of a moving average of the weights (e.g. 0.999); 0 is off")
+    train.set_defaults(handler=_classify_train)
+
+    predict = classify.add_parser("predict", help="write the graders' CSV (image_id,label) for a folder of images")
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--input", required=True, help="folder of images")
+    predict.add_argument("--output", required=True, help="CSV file to write")
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.add_argument("--batch-size", type=int, default=256)
+    predict.set_defaults(handler=_classify_predict)
+
+    evaluate = classify.add_parser("eval", help="accuracy of a predictions CSV, overall and per class")
+    evaluate.add_argument("--pred", required=True, help="predictions CSV (image_id,label)")
+    evaluate.add_argument("--gt", required=True, help="folder of <label>_<index> images, or a CSV of labels")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of text")
+    evaluate.set_defaults(handler=_classify_eval)
+
+    tsne = classify.add_parser("tsne", help="t-SNE figure of one layer's features (and its points as CSV)")
+    tsne.add_argument("--checkpoint", required=True)
+    tsne.add_argument("--input", required=True, help="folder of images")
+    tsne.add_argument("--output", required=True, help="PNG file to write; the points go beside it as .csv")
+    tsne.add_argument("--layer", help="module name (default: the model's penultimate layer)")
+    tsne.add_argument("--gt", help="labels from this folder or CSV instead of the file names")
+    tsne.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    tsne.set_defaults(handler=_classify_tsne)
+
+    confusion = classify.add_parser("confusion", help="the confusion matrix of a predictions CSV as a figure")
+    confusion.add_argument("--pred", required=True, help="predictions CSV (image_id,label)")
+    confusion.add_argument("--gt", required=True, help="folder of <label>_<index> images, or a CSV of labels")
+    confusion.add_argument("--output", required=True, help="PNG file to write")
+    confusion.set_defaults(handler=_classify_confusion)
 
 
 # ---- misc -------------------------------------------------------------------------------------------
@@ -179,10 +290,17 @@ def _demo(args: argparse.Namespace) -> None:
         print(line)
 
 
+def _report(args: argparse.Namespace) -> None:
+    from dlcv.report import write_report
+
+    print(f"wrote {write_report(args.runs, args.out, args.ids)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dlcv", description=__doc__.splitlines()[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
     _add_segment(commands)
+    _add_classify(commands)
 
     describe = commands.add_parser("describe", help="print a model's architecture and parameter counts")
     describe.add_argument("model", nargs="?")
@@ -193,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="generate data, train, predict, evaluate and draw, end to end")
     demo.add_argument("--out", default="dlcv-demo", help="folder for everything the demo makes")
     demo.set_defaults(handler=_demo)
+
+    report = commands.add_parser("report", help="one self-contained HTML page from run folders of any task")
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (classification or segmentation)")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.add_argument("--ids", nargs="+", help="validation ids whose masks are shown (default 0010 0097 0107)")
+    report.set_defaults(handler=_report)
     return parser
 
 

@@ -39,6 +39,7 @@ class TrainConfig:
     num_nodes: int = 1
     precision: str = "auto"  # auto (bf16-mixed on GPU, 32-true on CPU) or any Lightning precision
     deterministic: bool = False
+    compile: bool = False  # torch.compile the model: a minute's start, then faster steps (worth it on a GPU)
     workers: int = 2
     limit_train: int | None = None  # use only the first N training items (quick runs)
     limit_val: int | None = None
@@ -56,7 +57,34 @@ class SegmentConfig(TrainConfig):
     schedule: str = "poly"
     image_size: int | None = None  # resize to a square once at load; None keeps the native size
     min_scale: float = 0.25  # random scale-and-crop keeps at least this fraction of the area
+    # Multi-scale training: zoom each crop by a factor drawn log-uniformly from [low, high] (1 = the
+    # loaded resolution); crops stay inside the image. None: the min_scale crop above.
+    scale_range: list[float] | None = None
+    crop_size: int | None = None  # training crop side; None: image_size, else the smallest image side
+    loss: str = "ce"  # ce | dice | lovasz | lovasz_image, or a sum such as ce+lovasz
+    class_weights: list[float] | dict[str, float] | None = None  # 7 numbers, or {rangeland: 2.0} (others 1)
     snapshot_ids: list[str] = field(default_factory=lambda: ["0010", "0097", "0107"])
+
+
+@dataclass
+class ClassifyConfig(TrainConfig):
+    """Defaults: a CIFAR-style ResNet from scratch (SGD, cosine with warm-up, label smoothing)."""
+
+    model: str = "resnet18_cifar"
+    epochs: int = 30
+    batch_size: int = 128  # per device
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    image_size: int | None = None  # resize to a square once at load; None keeps the native size
+    crop_padding: int = 4  # random crop from the zero-padded image; 0 turns it off
+    flip: bool = True  # random left-right flips
+    policy: str = "none"  # none | trivialaugment | randaugment
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 is off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0 is off (with both on, one of the two per batch)
+    label_smoothing: float = 0.1
+    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.999); 0 is off
 
 
 C = TypeVar("C", bound=TrainConfig)
@@ -92,6 +120,9 @@ def resolve_config(cls: type[C], config_file: str | Path | None, overrides: dict
         value = getattr(config, name)
         if not isinstance(value, expected) or value < 1:
             raise UserError(f"{config_file or 'command line'}: {name} must be a positive integer, not {value!r}")
+    if not isinstance(config.seed, int) or not 0 <= config.seed < 2**32:
+        source = config_file or "command line"
+        raise UserError(f"{source}: seed must be an integer in 0 .. 4294967295, not {config.seed!r}")
     return config
 
 

@@ -15,8 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from dlcv.data.images import read_rgb
-from dlcv.data.palette import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, count_off_palette, decode_mask
+from dlcv.data.images import open_rgb
+from dlcv.data.palette import (
+    CLASS_NAMES,
+    KEY_OFF_PALETTE,
+    KEY_TO_CLASS,
+    NUM_CLASSES,
+    NUM_KEYS,
+    SCORED_CLASSES,
+    colour_keys,
+)
 from dlcv.errors import UserError
 
 
@@ -97,17 +105,26 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+#: Colour key -> one-hot class row: sums the table of key pairs into the class confusion matrix.
+_KEY_ONE_HOT = np.eye(NUM_CLASSES, dtype=np.int64)[KEY_TO_CLASS]
+
+
 def _score_pair(pair: tuple[Path, Path]) -> tuple[np.ndarray, int]:
     predicted_path, truth_path = pair
-    truth_rgb = read_rgb(truth_path)
-    predicted_rgb = read_rgb(predicted_path)
-    if truth_rgb.shape != predicted_rgb.shape:
+    truth, predicted = open_rgb(truth_path), open_rgb(predicted_path)
+    if truth.size != predicted.size:
         raise UserError(
-            f"{predicted_path}: prediction is {predicted_rgb.shape[1]}x{predicted_rgb.shape[0]} but its ground "
-            f"truth {truth_path} is {truth_rgb.shape[1]}x{truth_rgb.shape[0]}"
+            f"{predicted_path}: prediction is {predicted.width}x{predicted.height} but its ground "
+            f"truth {truth_path} is {truth.width}x{truth.height}"
         )
-    confusion = confusion_matrix(decode_mask(truth_rgb), decode_mask(predicted_rgb), NUM_CLASSES)
-    return confusion, count_off_palette(predicted_rgb) + count_off_palette(truth_rgb)
+    # Each pixel's pair of colour keys is counted once; the confusion matrix and the off-palette
+    # counts are read off that small table.
+    keys = colour_keys(truth).astype(np.uint16) * NUM_KEYS
+    keys += colour_keys(predicted)
+    table = np.bincount(keys.ravel(), minlength=NUM_KEYS * NUM_KEYS).reshape(NUM_KEYS, NUM_KEYS)
+    confusion = _KEY_ONE_HOT.T @ table @ _KEY_ONE_HOT
+    off_palette = table[KEY_OFF_PALETTE].sum() + table[:, KEY_OFF_PALETTE].sum()
+    return confusion, int(off_palette)
 
 
 def pair_mask_folders(predicted_dir: str | Path, truth_dir: str | Path) -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -142,7 +159,7 @@ def evaluate_mask_folders(
     are; the per-pair confusion matrices are summed.
     """
     pairs, unused = pair_mask_folders(predicted_dir, truth_dir)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(pairs)))
+    workers = max(1, min(workers or usable_cpus(), len(pairs)))
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     off_palette_pixels, off_palette_files = 0, []
     if workers == 1:
@@ -155,6 +172,11 @@ def evaluate_mask_folders(
     return SegmentationScore(confusion, len(pairs), off_palette_pixels, off_palette_files, unused)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity, e.g. under taskset or a container's cpuset), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _accumulate(results, pairs) -> tuple[np.ndarray, int, list[str]]:
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     off_pixels, off_files = 0, []
@@ -164,3 +186,68 @@ def _accumulate(results, pairs) -> tuple[np.ndarray, int, list[str]]:
             off_pixels += off
             off_files.append(predicted_path.name)
     return confusion, off_pixels, off_files
+
+
+# ---- classification ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ClassificationScore:
+    """Accuracy of predicted labels, overall and per class, from their confusion matrix."""
+
+    confusion: np.ndarray  # rows the true class, columns the predicted one
+
+    @property
+    def correct(self) -> int:
+        return int(np.trace(self.confusion))
+
+    @property
+    def total(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else float("nan")
+
+    def text(self) -> str:
+        """``accuracy: 0.7416 (1854/2500)``, then the accuracy of each class that has images."""
+        lines = [f"accuracy: {self.accuracy:.4f} ({self.correct}/{self.total})", "", "per-class accuracy:"]
+        images = self.confusion.sum(axis=1)
+        for k, value in enumerate(accuracy_per_class(self.confusion)):
+            if images[k]:
+                lines.append(f"class {k}: {value:.4f} ({self.confusion[k, k]}/{images[k]})")
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        images = self.confusion.sum(axis=1)
+        return json.dumps(
+            {
+                "accuracy": _finite_or_none(self.accuracy),
+                "correct": self.correct,
+                "total": self.total,
+                "per_class": {
+                    str(k): {"accuracy": float(value), "correct": int(self.confusion[k, k]), "total": int(images[k])}
+                    for k, value in enumerate(accuracy_per_class(self.confusion))
+                    if images[k]
+                },
+                "confusion": self.confusion.tolist(),
+            },
+            indent=2,
+        )
+
+
+def evaluate_label_csv(predictions: str | Path, truth: str | Path) -> ClassificationScore:
+    """Score a predictions CSV against a folder of ``<label>_<index>`` images or a label CSV.
+
+    Every ground-truth image needs exactly one prediction, and every prediction a ground truth.
+    """
+    from dlcv.data.labels import ground_truth, match_names, read_label_csv
+
+    predicted = read_label_csv(predictions)
+    expected = ground_truth(truth)
+    match_names(predicted, expected, predictions, truth)
+    names = sorted(expected)
+    truth_labels = np.array([expected[n] for n in names], dtype=np.int64)
+    predicted_labels = np.array([predicted[n] for n in names], dtype=np.int64)
+    num_classes = int(max(truth_labels.max(), predicted_labels.max())) + 1
+    return ClassificationScore(confusion_matrix(truth_labels, predicted_labels, num_classes))

@@ -15,8 +15,9 @@ from PIL import Image, UnidentifiedImageError
 from dlcv.errors import UserError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-#: Larger images are refused: a 16k x 16k image already needs 768 MB decoded.
-MAX_PIXELS = 16384 * 16384
+#: Larger images are refused: 12k x 12k pixels already need 432 MB decoded. (Below Pillow's own hard
+#: limit, 2 x Image.MAX_IMAGE_PIXELS, so that this is the limit users meet.)
+MAX_PIXELS = 12000 * 12000
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -42,39 +43,45 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode ``path`` to an H x W x 3 uint8 array, whatever its mode."""
+    return np.array(open_rgb(path))
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Decode ``path`` to a loaded RGB Pillow image, whatever its mode.
+
+    For work that can stay in Pillow's own loops (the evaluator's colour lookups): turning an image
+    into a numpy array costs about as much as decoding a mask.
+    """
     path = Path(path)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS below decides
             with Image.open(path) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
-                    raise UserError(f"{path}: image of {width}x{height} pixels is larger than dlcv reads")
+                    raise UserError(
+                        f"{path}: image of {width}x{height} pixels is larger than dlcv reads (at most {MAX_PIXELS})"
+                    )
                 image.load()
-                return _to_rgb8(image)
+                return _to_rgb(image)
     except UserError:
         raise
-    except (
-        OSError,
-        UnidentifiedImageError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombWarning,
-        Image.DecompressionBombError,
-    ) as exc:
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"{path}: image larger than dlcv reads ({_reason(exc)})") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise UserError(f"{path}: not a readable image ({_reason(exc)})") from None
 
 
-def _to_rgb8(image: Image.Image) -> np.ndarray:
+def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit (or 32-bit integer) grayscale: keep the top 8 bits rather than clipping.
         values = np.asarray(image, dtype=np.int64)
         shift = 8 if values.max(initial=0) < 65536 else 24
         gray = np.clip(values >> shift, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=2))
     if image.mode != "RGB":
         image = image.convert("RGBA").convert("RGB") if image.mode == "P" else image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8).copy()
+    return image
 
 
 def _reason(exc: BaseException) -> str:

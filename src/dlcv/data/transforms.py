@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -41,12 +43,52 @@ class JointTransform:
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
-def landcover_train_transform(crop_size: int, min_scale: float = 0.25) -> JointTransform:
-    """Random scale and crop, flips and 90-degree turns, applied jointly (masks use nearest)."""
+class RandomScaledCrop(v2.Transform):
+    """Zoom by a factor drawn log-uniformly from ``scale_range``, then crop ``size`` pixels square inside the image.
+
+    The region cut is ``size / factor`` pixels square, resized to ``size``. Where the image is too
+    small for a factor (the region would overflow it), the factor is raised to the smallest that fits:
+    crops never need padding, which masks would have to label with a class they do not show.
+    """
+
+    def __init__(self, size: int, scale_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.size = size
+        self.low, self.high = scale_range
+
+    def make_params(self, flat_inputs: list) -> dict:
+        height, width = v2.query_size(flat_inputs)
+        fits = self.size / min(height, width)
+        low, high = math.log(max(self.low, fits)), math.log(max(self.high, fits))
+        factor = math.exp(low + (high - low) * float(torch.rand(())))
+        side = min(round(self.size / factor), height, width)
+        top = int(torch.randint(height - side + 1, ()))
+        left = int(torch.randint(width - side + 1, ()))
+        return {"top": top, "left": left, "side": side}
+
+    def transform(self, inpt, params: dict):
+        side = params["side"]
+        return v2.functional.resized_crop(
+            inpt, params["top"], params["left"], side, side, size=[self.size, self.size], antialias=True
+        )
+
+
+def landcover_train_transform(
+    crop_size: int, min_scale: float = 0.25, scale_range: tuple[float, float] | None = None
+) -> JointTransform:
+    """Random scale and crop, flips and 90-degree turns, applied jointly (masks use nearest).
+
+    The crop is ``RandomScaledCrop`` when ``scale_range`` is given, else a random crop of at least
+    ``min_scale`` of the area with aspect ratio 3:4 to 4:3 (``v2.RandomResizedCrop``).
+    """
+    if scale_range is not None:
+        crop = RandomScaledCrop(crop_size, scale_range)
+    else:
+        crop = v2.RandomResizedCrop(crop_size, scale=(min_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True)
     return JointTransform(
         v2.Compose(
             [
-                v2.RandomResizedCrop(crop_size, scale=(min_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+                crop,
                 v2.RandomHorizontalFlip(),
                 v2.RandomVerticalFlip(),
                 RandomRot90(),

@@ -3,7 +3,9 @@
 Importing this package registers every family; each family lives in its own module.
 """
 
-from dlcv.models import fcn  # noqa: F401  (registers the FCN family)
+# Importing a family registers its models: FCN, U-Net, DeepLabv3+ (segment); VGG16-BN, CIFAR ResNets and
+# wide ResNets, torchvision backbones (classify).
+from dlcv.models import deeplab, fcn, resnet_cifar, torchvision_backbones, unet, vgg  # noqa: F401
 from dlcv.models.describe import describe_model
 from dlcv.models.registry import ModelEntry, build_model, get_entry, model_names
 from dlcv.models.weights import WeightsReport, load_weights

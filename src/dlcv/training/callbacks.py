@@ -1,4 +1,4 @@
-"""Lightning callbacks shared by every task: per-epoch seeding, metrics.csv, NaN guard."""
+"""Lightning callbacks shared by every task: per-epoch seeding, metrics.csv, the finite-loss guard."""
 
 from __future__ import annotations
 
@@ -13,24 +13,28 @@ from lightning.pytorch.callbacks import Callback
 
 from dlcv.errors import UserError
 from dlcv.files import write_text_atomic
+from dlcv.training.sampling import derived_seed
 
 
 class TrainingDiverged(UserError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights stopped being finite; the last good checkpoint is kept."""
 
 
 class EpochSeed(Callback):
-    """Reseed every random generator at the start of each epoch from (seed, epoch).
+    """Reseed every random generator of the training process at the start of each epoch.
 
-    Each epoch's shuffling, augmentation and dropout are then a function of the seed and the epoch
-    alone, so a run resumed at an epoch boundary continues exactly as an uninterrupted one.
+    The seed is a function of (seed, epoch, rank) alone, so the randomness drawn in the training
+    process (dropout, augmentation of whole batches) replays exactly when a run resumes at an
+    epoch boundary. The data order and per-item augmentation come from
+    :mod:`dlcv.training.sampling`, which draws nothing from these generators.
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        L.seed_everything(self.seed * 1000 + trainer.current_epoch, workers=True, verbose=False)
+        seed = derived_seed(self.seed, trainer.current_epoch, trainer.global_rank)
+        L.seed_everything(seed, workers=True, verbose=False)
 
 
 class MetricsHistory(Callback):
@@ -46,8 +50,6 @@ class MetricsHistory(Callback):
         self.rows: list[dict[str, float]] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch}
         for column in self.columns[1:]:
@@ -69,12 +71,28 @@ class MetricsHistory(Callback):
 
 
 class FiniteLossGuard(Callback):
-    """Stop with a clear message when the training loss stops being a finite number."""
+    """Stop with a clear message when the training loss, or the weights at the end of an epoch, stop
+    being finite numbers.
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    Every process decides together (one process's NaN stops all of them, none waits for a dead
+    peer), and the check of the weights runs before the epoch's checkpoints are written, so
+    ``last.ckpt`` always holds finite weights.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss.detach()).all():
+        finite = loss is None or bool(torch.isfinite(loss.detach()).all())
+        if not trainer.strategy.reduce_boolean_decision(finite, all=True):
+            value = "a non-finite value" if finite else f"{float(loss):.4g}"
             raise TrainingDiverged(
-                f"training loss became {float(loss):.4g} at epoch {trainer.current_epoch}, batch {batch_idx}; "
-                "the last good checkpoint is kept: try a lower --lr (then --resume, or start over)"
+                f"training loss became {value} at epoch {trainer.current_epoch}, batch {batch_idx}; "
+                "last.ckpt keeps the last good epoch: lower --lr and start over (--overwrite)"
+            )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        finite = all(bool(torch.isfinite(p.detach()).all()) for p in pl_module.parameters())
+        if not trainer.strategy.reduce_boolean_decision(finite, all=True):
+            raise TrainingDiverged(
+                f"the weights stopped being finite numbers in epoch {trainer.current_epoch}; "
+                "last.ckpt keeps the last good epoch: lower --lr and start over (--overwrite)"
             )

@@ -22,7 +22,8 @@ from dlcv.errors import UserError
 from dlcv.files import atomic_path
 from dlcv.metrics import iou_per_class
 from dlcv.models import get_entry, load_weights
-from dlcv.training.runner import RunSummary, check_run_dir, clear_run_dir, fit
+from dlcv.training.losses import SegmentationLoss, class_weight_vector, parse_loss
+from dlcv.training.runner import RunSummary, check_run_dir, fit
 from dlcv.training.task import Task
 
 log = logging.getLogger("dlcv")
@@ -30,11 +31,22 @@ IOU_COLUMNS = [f"val_iou_{name}" for name in CLASS_NAMES[:-1]]
 
 
 class SegmentationTask(Task):
-    """Per-pixel cross-entropy over all 7 classes (unknown too: the graders score it as an error)."""
+    """A loss over all 7 classes (unknown too: the graders score it as an error), cross-entropy by default.
 
-    def __init__(self, *args, image_size: int | None = None, **kwargs) -> None:
+    ``loss`` is a spec of :mod:`dlcv.training.losses` (``ce+lovasz`` ...); ``class_weights`` one weight per class.
+    """
+
+    def __init__(
+        self,
+        *args,
+        image_size: int | None = None,
+        loss: str = "ce",
+        class_weights: list[float] | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.save_hyperparameters()
+        self.criterion = SegmentationLoss(loss, class_weights)
         self.val_confusion = MulticlassConfusionMatrix(self.hparams.num_classes, validate_args=False)
 
     def predict_logits(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -46,7 +58,7 @@ class SegmentationTask(Task):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, masks = batch
-        loss = F.cross_entropy(self(images).float(), masks)
+        loss = self.criterion(self(images), masks)
         self.log(
             "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(images)
         )
@@ -105,11 +117,26 @@ def _data_dirs(data: str) -> tuple[Path, Path]:
     return train, validation
 
 
+def _scale_range(values) -> tuple[float, float] | None:
+    """The config's ``scale_range``, checked: two positive zoom factors, low first."""
+    if values is None:
+        return None
+    numbers = isinstance(values, list | tuple) and all(isinstance(v, int | float) for v in values)
+    if not numbers or len(values) != 2 or not 0 < values[0] <= values[1]:
+        raise UserError(f"scale_range must be two zoom factors [low, high] with 0 < low <= high, not {values!r}")
+    return float(values[0]), float(values[1])
+
+
 def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: bool = False) -> RunSummary:
     """Check the data and the run folder, then train; every pair is decoded (and so checked) first."""
     run_dir = Path(config.out)
     check_run_dir(run_dir, resume, overwrite)
     entry = get_entry(config.model, task="segment")
+    parse_loss(config.loss)
+    class_weights = class_weight_vector(config.class_weights, CLASS_NAMES)
+    scale_range = _scale_range(config.scale_range)
+    if config.crop_size is not None and (not isinstance(config.crop_size, int) or config.crop_size < 1):
+        raise UserError(f"crop_size must be a positive integer, not {config.crop_size!r}")
     train_dir, val_dir = _data_dirs(config.data)
     train_set = LandCoverDataset(train_dir, config.image_size, limit=config.limit_train, workers=config.workers)
     val_set = LandCoverDataset(
@@ -124,9 +151,10 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
                 dataset.folder,
                 dataset.off_palette_masks[0],
             )
-    crop = config.image_size or min(min(image.shape[-2:]) for image in train_set.images)
-    train_set.transform = landcover_train_transform(crop, config.min_scale)
+    crop = config.crop_size or config.image_size or min(min(image.shape[-2:]) for image in train_set.images)
+    train_set.transform = landcover_train_transform(crop, config.min_scale, scale_range)
 
+    L.seed_everything(config.seed, workers=True, verbose=False)  # the model's initial weights
     task = SegmentationTask(
         config.model,
         NUM_CLASSES,
@@ -137,12 +165,13 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
         warmup_epochs=config.warmup_epochs,
         model_kwargs=config.model_kwargs,
         image_size=config.image_size,
+        loss=config.loss,
+        class_weights=class_weights,
     )
     if not resume:
         report = load_weights(task.model, config.weights, entry)
         if report is not None:
             log.info(report.summary())
-        clear_run_dir(run_dir)
     persistent = config.workers > 0
     train_loader = DataLoader(
         train_set,

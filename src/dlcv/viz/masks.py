@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import matplotlib
@@ -57,11 +58,13 @@ def comparison_figure(
         if truth is not None:
             panels.append(("ground truth", encode_mask(truth)))
         panels += [(label, encode_mask(classes)) for label, classes in predictions.items()]
-        for axis in row:
+        for axis in row[len(panels) :]:
             axis.axis("off")
         for axis, (label, picture) in zip(row, panels, strict=False):
             axis.imshow(picture, interpolation="nearest")
             axis.set_title(f"{name}: {label}" if label == "image" else label, fontsize=10)
+            axis.set_xticks([])  # no ticks, but the frame stays: a white (barren) mask still shows its edge
+            axis.set_yticks([])
     figure.legend(handles=mask_legend_handles(), loc="lower center", ncol=len(CLASS_NAMES), frameon=False, fontsize=9)
     figure.tight_layout(rect=(0, 0.05, 1, 1))
     return figure
@@ -102,6 +105,23 @@ def prediction_folder(path: str | Path) -> tuple[str, Path]:
     return path.name, path
 
 
+#: The validation images whose masks the course report shows.
+REPORT_IDS = ("0010", "0097", "0107")
+
+
+def choose_ids(folder: str | Path, available: Collection[str], ids: list[str] | None) -> list[str]:
+    """``ids`` (an error naming ``folder`` for any it lacks), or by default the report's ids where present,
+    else the first three."""
+    from dlcv.errors import UserError
+
+    if ids is None:
+        return [i for i in REPORT_IDS if i in available] or sorted(available)[:3]
+    unknown = [i for i in ids if i not in available]
+    if unknown:
+        raise UserError(f"{folder}: no image with id {', '.join(unknown)}")
+    return list(ids)
+
+
 def write_mask_figures(
     data_dir: str | Path, predictions: list[str | Path], ids: list[str] | None, out_dir: str | Path
 ) -> list[Path]:
@@ -117,11 +137,7 @@ def write_mask_figures(
     from dlcv.files import staged_dir
 
     pairs = {pair.id: pair for pair in find_pairs(data_dir)}
-    if ids is None:
-        ids = [i for i in ("0010", "0097", "0107") if i in pairs] or sorted(pairs)[:3]
-    unknown = [i for i in ids if i not in pairs]
-    if unknown:
-        raise UserError(f"{data_dir}: no image with id {', '.join(unknown)}")
+    ids = choose_ids(data_dir, pairs, ids)
     sources = [prediction_folder(p) for p in predictions]
 
     def read_classes(path: Path) -> np.ndarray:

@@ -1,0 +1,99 @@
+"""Class labels of image files: ``<label>_<index>.png`` names and ``filename,label`` CSV files.
+
+The standard library and numpy only, so that ``dlcv classify eval`` never imports torch. Labels are
+class numbers 0, 1, ...; a CSV names images by file name (``0_450.png``), as the graders do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from dlcv.data.images import list_images
+from dlcv.errors import UserError
+from dlcv.files import write_text_atomic
+
+#: Accepted first columns of a label CSV; predictions are written with ``image_id``, the graders' header.
+NAME_COLUMNS = ("filename", "image_id")
+PREDICTION_HEADER = ("image_id", "label")
+
+
+def abbreviate(names: Sequence[str], limit: int = 5) -> str:
+    """``a, b, c and 7 more``: enough names to find the culprits, never a screenful."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def label_of(name: str | Path) -> int | None:
+    """The class in a file name ``<label>_<index>.<ext>``, or ``None`` when the name carries none."""
+    head, separator, _ = Path(name).stem.partition("_")
+    if not separator or not (head.isascii() and head.isdigit()):
+        return None
+    return int(head)
+
+
+def parse_label(path: str | Path) -> int:
+    """The class in ``path``'s name; a user error naming the file when it carries none."""
+    label = label_of(path)
+    if label is None:
+        raise UserError(f"{path}: file name carries no label (expected <label>_<index>, e.g. 12_345.png)")
+    return label
+
+
+def read_label_csv(path: str | Path) -> dict[str, int]:
+    """Rows ``filename,label`` or ``image_id,label`` as {file name: class}; a bad or repeated row is an error."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV file ({exc})") from None
+    rows = csv.reader(io.StringIO(text))
+    header = [cell.strip() for cell in next(rows, [])]
+    if len(header) < 2 or header[0] not in NAME_COLUMNS or header[1] != "label":
+        raise UserError(f"{path}: expected the header filename,label or image_id,label, found {','.join(header)!r}")
+    labels: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) < 2:
+            raise UserError(f"{path}, line {line}: expected name,label, found {','.join(row)!r}")
+        name, label = row[0].strip(), row[1].strip()
+        if not (label.isascii() and label.isdigit()):
+            raise UserError(f"{path}, line {line}: label {label!r} of {name} is not a class number")
+        if name in labels:
+            raise UserError(f"{path}, line {line}: {name} appears twice")
+        labels[name] = int(label)
+    if not labels:
+        raise UserError(f"{path}: no rows under the header")
+    return labels
+
+
+def ground_truth(source: str | Path) -> dict[str, int]:
+    """{file name: class} from a folder of ``<label>_<index>`` images or from a label CSV."""
+    source = Path(source)
+    if source.is_dir():
+        return {path.name: parse_label(path) for path in list_images(source)}
+    return read_label_csv(source)
+
+
+def match_names(have: Iterable[str], want: Iterable[str], have_source: str | Path, want_source: str | Path) -> None:
+    """An error naming the files unless ``have`` (from ``have_source``) names exactly the images of ``want``."""
+    have, want = set(have), set(want)
+    missing, extra = sorted(want - have), sorted(have - want)
+    if missing:
+        raise UserError(f"{have_source}: no row for {len(missing)} images of {want_source}: {abbreviate(missing)}")
+    if extra:
+        raise UserError(f"{have_source}: {len(extra)} rows name images not in {want_source}: {abbreviate(extra)}")
+
+
+def write_label_csv(path: str | Path, names: Sequence[str], labels: Iterable[int]) -> None:
+    """The graders' format: header ``image_id,label``, one row per image, sorted by file name; atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(PREDICTION_HEADER)
+    writer.writerows(sorted(zip(names, (int(label) for label in labels), strict=True)))
+    write_text_atomic(path, buffer.getvalue())

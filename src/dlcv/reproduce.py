@@ -1,0 +1,150 @@
+"""``dlcv reproduce``: the course report's three experiments from presets, scored, reported and recorded.
+
+The presets are YAML files shipped in the package (``dlcv/configs``): ``report_<model>.yaml`` is the
+full experiment (meant for a GPU); ``--quick`` lays ``quick_<task>.yaml`` over it (fewer images,
+smaller sizes, an epoch or two) so the whole pipeline runs in minutes on a CPU. Each run folder
+keeps its resolved config.yaml, so any single experiment repeats with ``dlcv ... train --config``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from dlcv.config import ClassifyConfig, SegmentConfig, TrainConfig, read_yaml, resolve_config
+from dlcv.errors import UserError
+from dlcv.results import RESULTS_CSV, Result, device_label, source_commit, today, write_results
+
+REPORT_HTML = "report.html"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    task: str  # classify | segment
+    model: str
+    data: str  # the folder under HW2_DIR
+
+
+#: The report's experiments, in its order.
+EXPERIMENTS = (
+    Experiment("classify", "vgg16_bn", "p1_data"),
+    Experiment("segment", "fcn32s", "p2_data"),
+    Experiment("segment", "fcn8s", "p2_data"),
+)
+CONFIG_CLASSES: dict[str, type[TrainConfig]] = {"classify": ClassifyConfig, "segment": SegmentConfig}
+
+
+def preset_path(name: str) -> Path:
+    return Path(str(files("dlcv") / "configs" / name))
+
+
+def preset(experiment: Experiment, quick: bool) -> dict[str, Any]:
+    """The experiment's options: its report preset, with the task's quick overlay laid over it."""
+    values = read_yaml(preset_path(f"report_{experiment.model}.yaml"))
+    if quick:
+        values.update(read_yaml(preset_path(f"quick_{experiment.task}.yaml")))
+    return values
+
+
+def experiment_configs(
+    data: str | Path, out: str | Path, quick: bool = False, weights: str = "imagenet", device: str = "auto"
+) -> list[tuple[Experiment, TrainConfig]]:
+    """The resolved config of each experiment: preset < quick overlay < data, run folder, weights, device."""
+    data, out = Path(data), Path(out)
+    for folder in dict.fromkeys(data / e.data for e in EXPERIMENTS):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: missing (--data must be the course folder holding p1_data/ and p2_data/)")
+    configs = []
+    for experiment in EXPERIMENTS:
+        fixed = {"data": str(data / experiment.data), "out": str(out / "runs" / experiment.model)}
+        fixed |= {"weights": weights, "device": device}
+        config = resolve_config(CONFIG_CLASSES[experiment.task], None, {**preset(experiment, quick), **fixed})
+        configs.append((experiment, config))
+    return configs
+
+
+def _check_fresh(configs: list[tuple[Experiment, TrainConfig]], overwrite: bool) -> None:
+    """Refuse, before any training, to replace runs of an earlier reproduce unless ``overwrite``."""
+    from dlcv.training.runner import RUN_MARKERS
+
+    if overwrite:
+        return
+    for _, config in configs:
+        present = [name for name in RUN_MARKERS if (Path(config.out) / name).exists()]
+        if present:
+            raise UserError(f"{config.out}: already holds a run ({', '.join(present)}); pass --overwrite to replace it")
+
+
+def _score(experiment: Experiment, config: TrainConfig, run_dir: Path, predictions: Path) -> tuple[str, float, str]:
+    """(metric, value, what) of the run's best checkpoint on the whole validation set, as the graders score it."""
+    if experiment.task == "segment":
+        from dlcv.metrics import evaluate_mask_folders
+        from dlcv.predict import predict_masks
+
+        validation = Path(config.data) / "validation"
+        predict_masks(run_dir / "best.ckpt", validation, predictions, device=config.device, workers=0)
+        score = evaluate_mask_folders(predictions, validation)
+        return "miou", score.miou, f"mIoU {score.miou:.4f} on {score.images} validation pairs"
+    from dlcv.data.classification import classification_dirs
+    from dlcv.metrics import evaluate_label_csv
+    from dlcv.report.classification import TSNE_CSV, VAL_PREDICTIONS
+    from dlcv.viz.tsne import write_tsne
+
+    _, val_dir, val_csv = classification_dirs(config.data)
+    score = evaluate_label_csv(run_dir / VAL_PREDICTIONS, val_csv or val_dir)
+    # The report's t-SNE, kept in the run folder (the report draws it from the CSV).
+    write_tsne(run_dir / "best.ckpt", val_dir, (run_dir / TSNE_CSV).with_suffix(".png"), truth=val_csv or val_dir)
+    return "accuracy", score.accuracy, f"accuracy {100 * score.accuracy:.2f}% = {score.correct}/{score.total}"
+
+
+def run_reproduce(
+    data: str | Path,
+    out: str | Path,
+    quick: bool = False,
+    weights: str = "imagenet",
+    device: str = "auto",
+    overwrite: bool = False,
+    command: str = "dlcv reproduce",
+) -> Iterator[str]:
+    """Train, score and report the three experiments into ``out``; yield progress lines.
+
+    ``out`` gets ``runs/<model>/`` (run folders), ``predictions/<model>/`` (the segmentation masks),
+    ``report.html`` and ``results.csv`` (one row per experiment, ready for ``dlcv results publish``).
+    """
+    from dlcv.report import write_report
+    from dlcv.training.classification import train_classification
+    from dlcv.training.segmentation import train_segmentation
+
+    out = Path(out)
+    configs = experiment_configs(data, out, quick, weights, device)
+    _check_fresh(configs, overwrite)
+    train = {"classify": train_classification, "segment": train_segmentation}
+    started, commit, results = time.perf_counter(), source_commit(), []
+    for experiment, config in configs:
+        yield f"training {experiment.model} on {config.data} ({config.epochs} epochs{', quick' if quick else ''})"
+        summary = train[experiment.task](config, overwrite=overwrite)
+        metric, value, what = _score(experiment, config, summary.run_dir, out / "predictions" / experiment.model)
+        yield f"{experiment.model}: {what} (best.ckpt; trained in {summary.wall_s:.0f} s)"
+        results.append(
+            Result(
+                task=experiment.task,
+                model=experiment.model,
+                weights=Path(config.weights).name,
+                split="validation",
+                metric=metric,
+                value=round(value, 6),
+                epochs=summary.epochs,
+                wall_s=round(summary.wall_s, 1),
+                device=device_label(config.device),
+                command=command,
+                commit=commit,
+                date=today(),
+            )
+        )
+    yield f"report: {write_report([config.out for _, config in configs], out / REPORT_HTML)}"
+    yield f"results: {write_results(out / RESULTS_CSV, results)}"
+    yield f"done in {time.perf_counter() - started:.0f} s"

@@ -1,0 +1,213 @@
+"""Published results: ``results.csv`` rows (one per measured number) and the RESULTS.md made from them.
+
+Every number dlcv publishes was run by a command, on a device, at a commit: a row keeps all of it,
+so it can be checked and repeated. ``dlcv reproduce`` writes the rows of its runs; ``dlcv results
+publish`` appends them to ``docs/results.csv`` and renders ``docs/RESULTS.md`` beside the course
+report's own numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import subprocess
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from dlcv.errors import UserError
+from dlcv.files import write_text_atomic
+
+RESULTS_CSV, RESULTS_MD = "results.csv", "RESULTS.md"
+
+
+@dataclass(frozen=True)
+class Result:
+    task: str  # classify | segment
+    model: str
+    weights: str  # imagenet, none, or the weights file's name
+    split: str
+    metric: str  # accuracy | miou
+    value: float
+    epochs: int
+    wall_s: float  # training time
+    device: str  # as the run reported it: "cpu" or the GPU's name
+    command: str
+    commit: str
+    date: str
+
+
+COLUMNS = [f.name for f in fields(Result)]
+
+
+@dataclass(frozen=True)
+class Reference:
+    task: str
+    model: str | None  # the dlcv model it compares with, if any
+    metric: str
+    value: float
+    what: str
+
+
+#: The course report's numbers and its peers': printed beside what dlcv measures, never run here.
+REFERENCES = (
+    Reference("classify", "vgg16_bn", "accuracy", 0.7416, "the report: VGG16-BN, 1854/2500"),
+    Reference("classify", None, "accuracy", 0.908, "a peer: ResNeXt"),
+    Reference("segment", "fcn32s", "miou", 0.6805, "the report: FCN-32s"),
+    Reference("segment", "fcn8s", "miou", 0.6987, "the report: FCN-8s"),
+    Reference("segment", None, "miou", 0.7361, "best of the report's year: DeepLabv3"),
+    Reference("segment", None, "miou", 0.7614, "a peer: ResNet-101 PSPNet"),
+)
+
+
+def source_commit() -> str:
+    """``git rev-parse --short HEAD`` of the checkout dlcv runs from, ``-dirty`` if its tracked files changed;
+    ``unknown`` for an installed copy."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return "unknown"
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *argv], capture_output=True, text=True, timeout=30).stdout
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if commit and dirty else commit or "unknown"
+
+
+def device_label(device: str) -> str:
+    """What a run on ``device`` (auto | cpu | cuda) ran on: ``cpu`` or the GPU's name."""
+    import torch
+
+    from dlcv.training.runner import accelerator_for
+
+    return torch.cuda.get_device_name() if accelerator_for(device) == "gpu" else "cpu"
+
+
+def today() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+
+
+def results_text(results: list[Result]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in results)
+    return buffer.getvalue()
+
+
+def write_results(path: str | Path, results: list[Result]) -> Path:
+    write_text_atomic(path, results_text(results))
+    return Path(path)
+
+
+def read_results(path: str | Path) -> list[Result]:
+    """The rows of a results CSV; an error naming the file for a wrong header or an unreadable value."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such results file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable results file ({exc})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames != COLUMNS:
+        raise UserError(f"{path}: expected the header {','.join(COLUMNS)}")
+    results = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            results.append(
+                Result(
+                    **{
+                        **row,
+                        "value": float(row["value"]),
+                        "epochs": int(row["epochs"]),
+                        "wall_s": float(row["wall_s"]),
+                    }
+                )
+            )
+        except (TypeError, ValueError):
+            raise UserError(f"{path}, line {line}: value, epochs and wall_s must be numbers") from None
+    return results
+
+
+def publish(sources: list[str | Path], docs: str | Path) -> tuple[int, Path, Path]:
+    """Append the rows of ``sources`` that ``docs/results.csv`` lacks, then render ``docs/RESULTS.md``.
+
+    Returns (rows added, the CSV, the Markdown). Publishing the same file twice adds nothing.
+    """
+    docs = Path(docs)
+    table = docs / RESULTS_CSV
+    rows = read_results(table) if table.is_file() else []
+    incoming = [row for source in sources for row in read_results(source)]
+    added = [row for row in dict.fromkeys(incoming) if row not in rows]
+    rows += added
+    write_results(table, rows)
+    markdown = docs / RESULTS_MD
+    write_text_atomic(markdown, render_markdown(rows))
+    return len(added), table, markdown
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _value(metric: str, value: float) -> str:
+    return f"{100 * value:.2f}%" if metric == "accuracy" else f"{value:.4f}"
+
+
+def render_markdown(results: list[Result]) -> str:
+    """RESULTS.md: the measured numbers per task, each beside the report's number for its model."""
+    lines = [
+        "# Results",
+        "",
+        "Every number below was measured by a command of this repository on the course's validation sets",
+        "(classification: `p1_data/val_50`, 2,500 images; segmentation: `p2_data/validation`, 257 pairs, scored",
+        "by the graders' mIoU). This page is generated from [results.csv](results.csv) by",
+        "`dlcv results publish`; do not edit it by hand.",
+        "",
+        "Rows marked *quick* come from `dlcv reproduce --quick`: the report's experiments scaled down",
+        "(fewer images, smaller sizes, an epoch or two) to finish in minutes on a CPU. They show the pipeline",
+        "end to end, not what the models can reach; the full experiments are `dlcv reproduce` without `--quick`,",
+        "meant for a GPU.",
+        "",
+    ]
+    titles = {"classify": "Classification: accuracy", "segment": "Segmentation: mIoU"}
+    for task, title in titles.items():
+        lines += [f"## {title}", ""]
+        rows = [r for r in results if r.task == task]
+        if rows:
+            lines += [
+                "| model | weights | split | value | the report | run | epochs | train wall (s) | device | commit |"
+                " date | command |",
+                "|---|---|---|---:|---:|---|---:|---:|---|---|---|---|",
+            ]
+            for r in rows:
+                report = next((ref for ref in REFERENCES if ref.task == task and ref.model == r.model), None)
+                kind = "quick" if "--quick" in r.command.split() else "full"
+                lines.append(
+                    f"| {_cell(r.model)} | {_cell(r.weights)} | {_cell(r.split)} | {_value(r.metric, r.value)} | "
+                    f"{_value(report.metric, report.value) if report else '-'} | {kind} | {r.epochs} | "
+                    f"{r.wall_s:.0f} | {_cell(r.device)} | {_cell(r.commit)} | {r.date} | `{_cell(r.command)}` |"
+                )
+        else:
+            lines.append("No results yet.")
+        lines.append("")
+    lines += ["## The report's numbers and its peers' (not run here)", "", "| task | what | metric | value |"]
+    lines.append("|---|---|---|---:|")
+    for ref in REFERENCES:
+        lines.append(
+            f"| {titles[ref.task].split(':')[0]} | {ref.what} | {ref.metric} | {_value(ref.metric, ref.value)} |"
+        )
+    lines += [
+        "",
+        "## Adding results",
+        "",
+        "    dlcv reproduce --data HW2_DIR --out OUT [--quick]      # writes OUT/results.csv and OUT/report.html",
+        "    dlcv results publish OUT/results.csv --docs docs      # appends to docs/results.csv, renders this page",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""Image classification as a Lightning task, with the data held and augmented on the training device.
+
+The data loaders yield only batches of indices; after Lightning moves a batch to the device,
+``DeviceTensorData.on_after_batch_transfer`` looks the images up in the uint8 tensors already
+there (moved once) and augments them with tensor ops. Under DDP each process takes its own share
+of an order drawn from (seed, epoch) (:mod:`dlcv.training.sampling`), and validation shares are not
+padded, so the confusion matrix summed across processes counts every image exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from dlcv.config import ClassifyConfig
+from dlcv.data.batch_augment import POLICIES, BatchAugment
+from dlcv.data.classification import ClassificationDataset, classification_dirs
+from dlcv.data.labels import write_label_csv
+from dlcv.errors import UserError
+from dlcv.metrics import accuracy_per_class
+from dlcv.models import get_entry, load_weights
+from dlcv.training.runner import BEST, LAST, RunSummary, check_run_dir, fit, is_launching_process
+from dlcv.training.sampling import LoaderData, training_loader
+from dlcv.training.task import Task
+
+log = logging.getLogger("dlcv")
+#: Written into the run folder after training: best.ckpt's validation predictions, in the graders' format.
+VAL_PREDICTIONS = "val_predictions.csv"
+
+
+def class_columns(num_classes: int) -> list[str]:
+    return [f"val_acc_class{k}" for k in range(num_classes)]
+
+
+class ClassificationTask(Task):
+    """Cross-entropy (with label smoothing; soft targets once mixed) and validation accuracy."""
+
+    def __init__(self, *args, image_size: int | None = None, label_smoothing: float = 0.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.save_hyperparameters()
+        self.val_confusion = MulticlassConfusionMatrix(self.hparams.num_classes, validate_args=False)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        logits = self(images).float()
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(images)
+        )
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        self.val_confusion.update(self(images).argmax(dim=1), labels)
+
+    def on_validation_epoch_end(self) -> None:
+        # Summed across processes before any division: exact under DDP, and the same on every process.
+        confusion = self.val_confusion.compute().cpu().numpy()
+        self.val_confusion.reset()
+        self.log("val_acc", float(np.trace(confusion) / max(1, confusion.sum())), prog_bar=True)
+        per_class = accuracy_per_class(confusion)
+        self.log_dict(dict(zip(class_columns(len(confusion)), map(float, per_class), strict=True)))
+
+
+class DeviceTensorData(LoaderData):
+    """Training and validation sets as uint8 tensors on the training device; the loaders yield index batches.
+
+    The loaders are :mod:`dlcv.training.sampling`'s (an order drawn from (seed, epoch), each process
+    its share; validation unpadded); augmentation draws from the training process's generators,
+    which :class:`dlcv.training.callbacks.EpochSeed` reseeds every epoch.
+    """
+
+    def __init__(
+        self,
+        train: ClassificationDataset,
+        val: ClassificationDataset,
+        batch_size: int,
+        seed: int,
+        augment: BatchAugment,
+    ) -> None:
+        indices = (DataLoader(range(len(split)), batch_size=batch_size) for split in (train, val))
+        super().__init__(*indices, seed)
+        self.sets = {"train": train, "val": val}
+        self.augment = augment
+        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def train_dataloader(self) -> DataLoader:
+        return training_loader(
+            self.train.dataset, self.trainer, self.seed, self.train.batch_size, epoch=self.first_epoch
+        )
+
+    def split_on(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The split's images and labels on ``device``, moved there on first use only."""
+        images, labels = self._on_device.get(split, (None, None))
+        if images is None or images.device != device:
+            images, labels = self.sets[split].images.to(device), self.sets[split].labels.to(device)
+            self._on_device[split] = (images, labels)
+        return images, labels
+
+    def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int):
+        training = self.trainer is not None and self.trainer.training
+        images, labels = self.split_on("train" if training else "val", batch.device)
+        batch_images, batch_labels = images[batch], labels[batch]
+        if training:
+            return self.augment(batch_images, batch_labels)
+        return batch_images, batch_labels
+
+
+def weight_ema(decay: float) -> Callback:
+    """Exponential moving average of the weights (and batch-norm statistics), validated and saved in place
+    of the raw weights."""
+    from lightning.pytorch.callbacks import WeightAveraging
+    from torch.optim.swa_utils import get_ema_avg_fn
+
+    return WeightAveraging(avg_fn=get_ema_avg_fn(decay))
+
+
+def check_options(config: ClassifyConfig) -> None:
+    """Refuse a bad augmentation or averaging option before any data is read."""
+
+    def number(name: str, low: float, high: float, high_open: bool = False) -> None:
+        value = getattr(config, name)
+        if not isinstance(value, int | float) or not (low <= value < high if high_open else low <= value <= high):
+            bound = f"{high})" if high_open else f"{high}]"
+            raise UserError(f"{name} {value!r}: must lie in [{low}, {bound}")
+
+    if config.policy not in POLICIES:
+        raise UserError(f"policy {config.policy!r}: choose {', '.join(POLICIES)}")
+    for name in ("mixup", "cutmix"):
+        number(name, 0, float("inf"))
+    number("label_smoothing", 0, 1, high_open=True)
+    number("ema", 0, 1, high_open=True)
+    if not isinstance(config.crop_padding, int) or config.crop_padding < 0:
+        raise UserError(f"crop_padding {config.crop_padding!r}: must be a whole number of pixels, 0 or more")
+
+
+def checkpoint_classes(path: Path) -> int:
+    """The class count a checkpoint was trained for (read without loading its tensors)."""
+    try:
+        return int(
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"]["num_classes"]
+        )
+    except Exception as exc:
+        raise UserError(f"{path}: not a dlcv checkpoint ({str(exc).splitlines()[0][:120]})") from None
+
+
+def train_classification(config: ClassifyConfig, resume: bool = False, overwrite: bool = False) -> RunSummary:
+    """Check the data and the run folder, train, then write best.ckpt's validation predictions."""
+    run_dir = Path(config.out)
+    check_run_dir(run_dir, resume, overwrite)
+    entry = get_entry(config.model, task="classify")
+    check_options(config)
+    train_dir, val_dir, val_csv = classification_dirs(config.data)
+    train_set = ClassificationDataset(train_dir, None, config.image_size, config.limit_train, config.workers)
+    val_set = ClassificationDataset(val_dir, val_csv, config.image_size, config.limit_val, config.workers)
+    num_classes = max(train_set.num_classes, val_set.num_classes)
+    if resume and (trained := checkpoint_classes(run_dir / LAST)) != num_classes:
+        raise UserError(f"{run_dir / LAST}: trained for {trained} classes, but {config.data} has {num_classes}")
+    log.info("data: %d training and %d validation images, %d classes", len(train_set), len(val_set), num_classes)
+    augment = BatchAugment(num_classes, config.crop_padding, config.flip, config.policy, config.mixup, config.cutmix)
+    callbacks = [weight_ema(config.ema)] if config.ema else []
+
+    L.seed_everything(config.seed, workers=True, verbose=False)  # the model's initial weights
+    task = ClassificationTask(
+        config.model,
+        num_classes,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        optimizer=config.optimizer,
+        schedule=config.schedule,
+        warmup_epochs=config.warmup_epochs,
+        model_kwargs=config.model_kwargs,
+        image_size=config.image_size,
+        label_smoothing=config.label_smoothing,
+    )
+    if not resume:
+        report = load_weights(task.model, config.weights, entry)
+        if report is not None:
+            log.info(report.summary())
+        if is_launching_process():
+            (run_dir / VAL_PREDICTIONS).unlink(missing_ok=True)  # the run folder's other files go in fit()
+    with warnings.catch_warnings():
+        # Batches are index tensors: worker processes would have nothing to do.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        summary = fit(
+            task,
+            config,
+            DeviceTensorData(train_set, val_set, config.batch_size, config.seed, augment),
+            None,
+            monitor="val_acc",
+            metric_columns=["train_loss", "val_acc", *class_columns(num_classes)],
+            resume=resume,
+            callbacks=callbacks,
+        )
+    if summary.is_global_zero and (run_dir / BEST).is_file():
+        write_val_predictions(run_dir, val_set, config)
+    return summary
+
+
+def write_val_predictions(run_dir: Path, val_set: ClassificationDataset, config: ClassifyConfig) -> None:
+    """best.ckpt's predictions for the validation images, as ``image_id,label`` (read by the HTML report)."""
+    from dlcv.predict import classify_images, device_for, load_task
+
+    task = load_task(run_dir / BEST, "classify")
+    predicted = classify_images(task, val_set.images, device_for(config.device), batch_size=max(256, config.batch_size))
+    write_label_csv(run_dir / VAL_PREDICTIONS, val_set.names, predicted)

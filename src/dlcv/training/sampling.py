@@ -1,0 +1,178 @@
+"""Which items each process reads, in which order, and with which random seed.
+
+Everything random in a training epoch is a function of (seed, epoch, item): the order of the items
+and, through per-item seeds, each item's augmentation, whichever loader worker or process draws
+it. A run resumed after a kill therefore replays its epoch exactly. Under DDP each process takes
+its share; validation shares are not padded, so every validation item is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sized
+from contextlib import contextmanager
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from dlcv.errors import UserError
+
+
+def derived_seed(*keys: int) -> int:
+    """A well-mixed 32-bit seed from non-negative integers (the run's seed, the epoch, an item...)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch, numpy and ``random`` seeded by ``seed``; the caller's states come back after."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+class SeededItems(Dataset):
+    """A data set read by ``(index, seed)`` keys: each item's random transforms draw from its own seed."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with seeded(seed):
+            return self.dataset[index]
+
+
+class EpochOrder(DistributedSampler):
+    """This process's share of a permutation drawn from (seed, epoch), padded by wrapping around so that
+    every process takes the same number of steps (DDP needs it).
+
+    Lightning sets the epoch (``set_epoch``) before each epoch's iterator is created, except for the
+    first epoch of a resumed run, whose iterator it creates before restoring the loops: that epoch
+    is given at construction. With ``item_seeds`` the sampler yields ``(index, seed)`` keys for
+    :class:`SeededItems`.
+    """
+
+    def __init__(
+        self, dataset: Sized, num_replicas: int, rank: int, seed: int, item_seeds: bool = False, epoch: int = 0
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
+        self.item_seeds = item_seeds
+        self.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        order = (order * math.ceil(self.total_size / max(1, len(order))))[: self.total_size]
+        share = order[self.rank : self.total_size : self.num_replicas]
+        if self.item_seeds:
+            return iter([(index, derived_seed(self.seed, self.epoch, index)) for index in share])
+        return iter(share)
+
+
+def training_loader(
+    dataset: Dataset,
+    trainer: L.Trainer,
+    seed: int,
+    batch_size: int,
+    drop_last: bool = True,
+    item_seeds: bool = False,
+    epoch: int = 0,
+    **options: Any,
+) -> DataLoader:
+    """A training loader in :class:`EpochOrder`; ``drop_last`` only where a process has more than a batch.
+
+    ``item_seeds`` seeds each item's transforms (for per-item augmentation, in worker processes or
+    not); loaders whose augmentation runs on whole batches in the training process leave it off:
+    :class:`dlcv.training.callbacks.EpochSeed` reseeds that process every epoch. The loader has
+    its own generator, so creating its iterator draws nothing from the global one. ``epoch`` is the
+    first epoch this fit() runs (see :class:`EpochOrder`); it matters to loaders with workers,
+    which draw their first batches as soon as Lightning creates the iterator.
+    """
+    order = EpochOrder(dataset, trainer.world_size, trainer.global_rank, seed, item_seeds, epoch)
+    return DataLoader(
+        SeededItems(dataset) if item_seeds else dataset,
+        batch_size=batch_size,
+        sampler=order,
+        drop_last=drop_last and order.num_samples > batch_size,
+        generator=torch.Generator(),
+        **options,
+    )
+
+
+def validation_loader(dataset: Dataset, trainer: L.Trainer, batch_size: int, **options: Any) -> DataLoader:
+    """This process's share of the validation set, in order and unpadded: each item is scored exactly once."""
+    processes = trainer.world_size
+    if len(dataset) < processes:
+        raise UserError(
+            f"the validation set has {len(dataset)} items, fewer than the {processes} processes "
+            "(--devices x --num-nodes): each process needs at least one"
+        )
+    sampler = UnrepeatedDistributedSampler(dataset, num_replicas=processes, rank=trainer.global_rank, shuffle=False)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, **options)
+
+
+def loader_options(loader: DataLoader) -> dict[str, Any]:
+    """The options of a plain DataLoader other than its data set, batching and sampling."""
+    options = {
+        "num_workers": loader.num_workers,
+        "collate_fn": loader.collate_fn,
+        "pin_memory": loader.pin_memory,
+        "timeout": loader.timeout,
+        "worker_init_fn": loader.worker_init_fn,
+        "multiprocessing_context": loader.multiprocessing_context,
+        "persistent_workers": loader.persistent_workers,
+    }
+    if loader.num_workers > 0:
+        options["prefetch_factor"] = loader.prefetch_factor
+    return options
+
+
+class LoaderData(L.LightningDataModule):
+    """Plain loaders served again with the samplers above, once the trainer knows each process's rank."""
+
+    def __init__(self, train: DataLoader, val: DataLoader, seed: int) -> None:
+        super().__init__()
+        for loader in (train, val):
+            if loader.batch_size is None:
+                raise ValueError("fit() needs loaders batched by batch_size, not by a batch_sampler")
+        self.train, self.val, self.seed = train, val, seed
+        self.first_epoch = 0
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.train
+        return training_loader(
+            train.dataset,
+            self.trainer,
+            self.seed,
+            train.batch_size,
+            train.drop_last,
+            item_seeds=True,
+            epoch=self.first_epoch,
+            **loader_options(train),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return validation_loader(self.val.dataset, self.trainer, self.val.batch_size, **loader_options(self.val))
+
+    def state_dict(self) -> dict[str, int]:
+        # The epoch Lightning will run first when it resumes from this checkpoint.
+        return {"first_epoch": self.trainer.fit_loop.epoch_progress.current.processed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.first_epoch = int(state_dict.get("first_epoch", 0))

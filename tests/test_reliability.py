@@ -1,0 +1,263 @@
+"""Nothing lost: exact resume after kill -9, atomic checkpoints, determinism, and the guard rails."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dlcv.training.segmentation import SegmentationTask
+from tests.conftest import run_cli
+
+#: 8 training pairs at batch size 4: an epoch is 2 steps.
+TRAIN_ARGS = ["--model", "fcn32s", "--epochs", "2", "--batch-size", "4", "--lr", "0.01"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from dlcv.data.synthetic import make_landcover_set
+
+    return make_landcover_set(tmp_path_factory.mktemp("landcover"), train=8, validation=5, size=40, seed=3)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
+    tiny = {"model_kwargs": {"fc_channels": 16}, "workers": 0, "device": "cpu", "image_size": 32, "snapshot_ids": []}
+    path.write_text(yaml.safe_dump(tiny))
+    return path
+
+
+def train_argv(data: Path, config: Path, out: Path, *extra: str) -> list[str]:
+    return ["segment", "train", "--data", str(data), "--config", str(config), "--out", str(out), *TRAIN_ARGS, *extra]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data, config) -> Path:
+    from dlcv.cli import main  # a module-scoped fixture cannot take capsys
+
+    run = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    assert main(train_argv(data, config, run)) == 0
+    return run
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def history(path: Path) -> list[dict]:
+    """The metrics rows a checkpoint carries (MetricsHistory's state)."""
+    states = checkpoint(path)["callbacks"]
+    return next(state["rows"] for key, state in states.items() if key.startswith("MetricsHistory"))
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    first, second = checkpoint(a)["state_dict"], checkpoint(b)["state_dict"]
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def kill_when_printed(process: subprocess.Popen, pattern: bytes, timeout: float = 300) -> bytes:
+    """SIGKILL ``process`` as soon as its stdout matches ``pattern``; what it printed."""
+    seen, deadline = b"", time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while not re.search(pattern, seen):
+            left = deadline - time.monotonic()
+            assert left > 0 and selector.select(left), f"no {pattern!r} in time; printed: {seen[-400:]!r}"
+            chunk = os.read(process.stdout.fileno(), 65536)
+            assert chunk, f"the run ended before {pattern!r}; printed: {seen[-400:]!r}"
+            seen += chunk
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return seen
+
+
+def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(uninterrupted, data, config, tmp_path, capsys):
+    run = tmp_path / "killed"
+    command = [sys.executable, "-m", "dlcv", *train_argv(data, config, run)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    # Lightning's progress bar reports each finished step: kill after step 1 of 2 of epoch 1.
+    kill_when_printed(process, rb"Epoch 1: +\d+%\|[^|]*\| 1/2")
+    assert process.returncode == -signal.SIGKILL
+    lines = (run / "metrics.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["epoch", "0"]  # killed inside epoch 1
+    assert [row["epoch"] for row in history(run / "last.ckpt")] == [0]
+
+    status, _, err = run_cli(capsys, "segment", "train", "--out", run, "--resume")
+    assert status == 0, err
+    assert (run / "metrics.csv").read_bytes() == (uninterrupted / "metrics.csv").read_bytes()
+    assert same_weights(run / "last.ckpt", uninterrupted / "last.ckpt")
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_same_seed_same_metrics_and_deterministic_flag(uninterrupted, data, config, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "again", "--deterministic"))
+        assert status == 0, err
+        # Lightning's deterministic=True: deterministic kernels, and cuBLAS's reproducible workspace on GPUs.
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert (tmp_path / "again" / "metrics.csv").read_bytes() == (uninterrupted / "metrics.csv").read_bytes()
+
+    status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "other", "--seed", "1", "--epochs", "1"))
+    assert status == 0, err
+    first_epoch = (uninterrupted / "metrics.csv").read_text().splitlines()[1]
+    assert (tmp_path / "other" / "metrics.csv").read_text().splitlines()[1] != first_epoch
+
+
+def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_one_whole(uninterrupted, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.ckpt").write_bytes((uninterrupted / "last.ckpt").read_bytes())
+    script = textwrap.dedent(
+        f"""
+        import os, signal, torch
+        from dlcv.training.runner import AtomicCheckpointIO
+
+        def save_half_then_die(obj, path):
+            with open(path, "wb") as handle:
+                handle.write(b"PK half a checkpoint")
+                handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.save = save_half_then_die
+        AtomicCheckpointIO().save_checkpoint({{"epoch": 99}}, {str(run / "last.ckpt")!r})
+        """
+    )
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert process.returncode == -signal.SIGKILL, process.stderr.decode()
+    assert len(list(run.glob(".last.ckpt.*.tmp"))) == 1  # the half-written temporary, never renamed
+    assert same_weights(run / "last.ckpt", uninterrupted / "last.ckpt")
+
+    from dlcv.training.runner import remove_stale_temporaries
+
+    remove_stale_temporaries(run)  # what a resumed run does first
+    assert sorted(p.name for p in run.iterdir()) == ["last.ckpt"]
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(uninterrupted, tmp_path, monkeypatch):
+    from dlcv.training.runner import AtomicCheckpointIO
+
+    target = tmp_path / "last.ckpt"
+    target.write_bytes((uninterrupted / "last.ckpt").read_bytes())
+
+    def fail_midway(obj, path):
+        Path(path).write_bytes(b"half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", fail_midway)
+    with pytest.raises(OSError, match="No space"):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 99}, target)
+    assert same_weights(target, uninterrupted / "last.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def poison_loss(self, batch, batch_idx):
+    """The loss of epoch 1's first step becomes NaN."""
+    loss = SegmentationTask.training_step(self, batch, batch_idx)
+    return loss * float("nan") if self.current_epoch == 1 else loss
+
+
+def poison_weights(self, outputs, batch, batch_idx):
+    """A weight becomes infinite after epoch 1's last step, though every loss was finite."""
+    if self.current_epoch == 1 and batch_idx == 1:
+        with torch.no_grad():
+            next(self.model.parameters()).view(-1)[0] = float("inf")
+
+
+@pytest.mark.parametrize(
+    ("hook", "poison", "message"),
+    [("training_step", poison_loss, "training loss became nan"), ("on_train_batch_end", poison_weights, "weights")],
+)
+def test_non_finite_training_stops_and_keeps_the_last_good_epoch(
+    hook, poison, message, data, config, tmp_path, capsys, monkeypatch
+):
+    class Poisoned(SegmentationTask):
+        pass
+
+    setattr(Poisoned, hook, poison)
+    monkeypatch.setattr("dlcv.training.segmentation.SegmentationTask", Poisoned)
+    run = tmp_path / "run"
+    status, _, err = run_cli(capsys, *train_argv(data, config, run))
+    assert status == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert "--lr" in err
+    assert [row["epoch"] for row in history(run / "last.ckpt")] == [0]
+    state = checkpoint(run / "last.ckpt")["state_dict"]
+    assert all(torch.isfinite(tensor).all() for tensor in state.values())
+    assert len((run / "metrics.csv").read_text().splitlines()) == 2  # the header and epoch 0
+
+
+def test_an_absurd_learning_rate_is_one_clear_error(data, config, tmp_path, capsys):
+    status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "run", "--lr", "1e12", "--epochs", "1"))
+    assert status == 2 and err.count("\n") == 1 and "error: " in err, err
+    assert "not finite" in err or "training loss became" in err
+
+
+def test_out_of_gpu_memory_suggests_a_batch_size(data, config, tmp_path, capsys, monkeypatch):
+    def out_of_memory(self, batch, batch_idx):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(SegmentationTask, "training_step", out_of_memory)
+    status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "run", "--batch-size", "6"))
+    assert status == 2 and err == "error: out of GPU memory at batch size 6; try --batch-size 3\n"
+
+
+def test_deterministic_kernels_missing_is_one_clear_error(data, config, tmp_path, capsys, monkeypatch):
+    def no_deterministic_kernel(self, batch, batch_idx):
+        raise RuntimeError(
+            "upsample_bilinear2d_backward_out_cuda does not have a deterministic implementation, but you set "
+            "'torch.use_deterministic_algorithms(True)'."
+        )
+
+    monkeypatch.setattr(SegmentationTask, "training_step", no_deterministic_kernel)
+    try:
+        status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "run", "--deterministic"))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert status == 2 and err.count("\n") == 1 and "upsample_bilinear2d_backward_out_cuda" in err
+    assert "--deterministic" in err
+
+
+def test_overwrite_replaces_a_run_and_resume_needs_one(uninterrupted, data, config, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("metrics.csv", "config.yaml", "last.ckpt"):
+        (run / name).write_bytes((uninterrupted / name).read_bytes())
+    (run / "snapshots" / "epoch_002").mkdir(parents=True)
+    (run / "notes.txt").write_text("mine")
+
+    status, _, err = run_cli(capsys, *train_argv(data, config, run, "--epochs", "1"))
+    assert status == 2 and "already holds a run" in err and err.count("\n") == 1
+    status, _, err = run_cli(capsys, *train_argv(data, config, run, "--epochs", "1", "--overwrite"))
+    assert status == 0, err
+    assert [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()] == ["epoch", "0"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 1
+    assert not (run / "snapshots").exists() and (run / "notes.txt").read_text() == "mine"
+
+    status, _, err = run_cli(capsys, "segment", "train", "--out", tmp_path / "empty", "--resume")
+    assert status == 2 and "nothing to resume" in err and err.count("\n") == 1
+
+
+def test_only_the_launching_process_checks_the_run_folder(uninterrupted, monkeypatch):
+    from dlcv.errors import UserError
+    from dlcv.training.runner import check_run_dir
+
+    with pytest.raises(UserError, match="already holds a run"):
+        check_run_dir(uninterrupted, resume=False, overwrite=False)
+    for variable in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"):
+        with monkeypatch.context() as patch:
+            patch.setenv(variable, "1")
+            check_run_dir(uninterrupted, resume=False, overwrite=False)  # rank 0 already checked
