@@ -258,7 +258,9 @@ def cls_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cls_config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"workers": 0, "device": "cpu", "model": "resnet20_cifar", "batch_size": 4}))
+    path.write_text(
+        yaml.safe_dump({"workers": 0, "device": "cpu", "model": "resnet20_cifar", "batch_size": 4, "epochs": 1})
+    )
     return path
 
 

@@ -101,7 +101,7 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(uninterrupt
 
 
 def test_same_seed_same_metrics_and_deterministic_flag(uninterrupted, data, config, tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # restored (or removed) after the test
     try:
         status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "again", "--deterministic"))
         assert status == 0, err
@@ -215,6 +215,12 @@ def test_out_of_gpu_memory_suggests_a_batch_size(data, config, tmp_path, capsys,
     assert status == 2 and err == "error: out of GPU memory at batch size 6; try --batch-size 3\n"
 
 
+def test_impossible_trainer_settings_are_one_clear_error(data, config, tmp_path, capsys):
+    status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "run", "--precision", "bogus"))
+    assert status == 2 and err.startswith("error: --device/--devices/--num-nodes/--precision: ") and "bogus" in err
+    assert err.count("\n") == 1
+
+
 def test_deterministic_kernels_missing_is_one_clear_error(data, config, tmp_path, capsys, monkeypatch):
     def no_deterministic_kernel(self, batch, batch_idx):
         raise RuntimeError(
@@ -223,6 +229,7 @@ def test_deterministic_kernels_missing_is_one_clear_error(data, config, tmp_path
         )
 
     monkeypatch.setattr(SegmentationTask, "training_step", no_deterministic_kernel)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
     try:
         status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "run", "--deterministic"))
     finally:
@@ -261,3 +268,34 @@ def test_only_the_launching_process_checks_the_run_folder(uninterrupted, monkeyp
         with monkeypatch.context() as patch:
             patch.setenv(variable, "1")
             check_run_dir(uninterrupted, resume=False, overwrite=False)  # rank 0 already checked
+
+
+def test_classification_resumes_exactly_after_a_crash_mid_epoch(tmp_path, capsys, monkeypatch):
+    """Batch augmentation on the training device (a policy, mixup) replays too: EpochSeed reseeds it."""
+    from dlcv.data.synthetic import make_classification_set
+    from dlcv.training.classification import ClassificationTask
+
+    data = make_classification_set(tmp_path / "data", classes=3, per_class=8, size=16, seed=2, val_per_class=2)
+    config = tmp_path / "tiny.yaml"
+    options = {"workers": 0, "device": "cpu", "model": "resnet20_cifar", "batch_size": 8, "epochs": 2, "lr": 0.05}
+    config.write_text(yaml.safe_dump({**options, "policy": "trivialaugment", "mixup": 0.4}))
+    argv = ["classify", "train", "--data", data, "--config", config]
+    status, _, err = run_cli(capsys, *argv, "--out", tmp_path / "whole")
+    assert status == 0, err
+
+    class Crash(Exception):
+        pass
+
+    def crash(self, outputs, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 1:
+            raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ClassificationTask, "on_train_batch_end", crash, raising=False)
+        with pytest.raises(Crash):
+            run_cli(capsys, *argv, "--out", tmp_path / "crashed")
+    assert [row["epoch"] for row in history(tmp_path / "crashed" / "last.ckpt")] == [0]
+    status, _, err = run_cli(capsys, "classify", "train", "--out", tmp_path / "crashed", "--resume")
+    assert status == 0, err
+    assert (tmp_path / "crashed" / "metrics.csv").read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
+    assert same_weights(tmp_path / "crashed" / "last.ckpt", tmp_path / "whole" / "last.ckpt")

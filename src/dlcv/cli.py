@@ -296,6 +296,28 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {write_report(args.runs, args.out, args.ids)}")
 
 
+def _reproduce(args: argparse.Namespace) -> None:
+    import shlex
+
+    from dlcv.reproduce import REPORT_PRESETS, run_reproduce
+
+    argv = ["dlcv", "reproduce", "--data", args.data, "--out", args.out, "--weights", args.weights]
+    argv += ["--device", args.device] + ["--quick"] * args.quick + ["--overwrite"] * args.overwrite
+    argv += ["--presets", *args.presets] if args.presets else []
+    presets = tuple(args.presets) if args.presets else REPORT_PRESETS
+    for line in run_reproduce(
+        args.data, args.out, args.quick, args.weights, args.device, args.overwrite, shlex.join(argv), presets
+    ):
+        print(line)
+
+
+def _results_publish(args: argparse.Namespace) -> None:
+    from dlcv.results import publish
+
+    added, table, markdown = publish(args.files, args.docs)
+    print(f"added {added} rows to {table}; rendered {markdown}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dlcv", description=__doc__.splitlines()[0] if __doc__ else None)
     commands = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
@@ -317,6 +339,28 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="the HTML file to write")
     report.add_argument("--ids", nargs="+", help="validation ids whose masks are shown (default 0010 0097 0107)")
     report.set_defaults(handler=_report)
+
+    reproduce = commands.add_parser("reproduce", help="the course report's three experiments, scored and reported")
+    reproduce.add_argument("--data", required=True, help="the course folder holding p1_data/ and p2_data/")
+    reproduce.add_argument("--out", required=True, help="folder for runs/, predictions/, report.html, results.csv")
+    reproduce.add_argument("--quick", action="store_true", help="scaled down to minutes on a CPU (else: for a GPU)")
+    reproduce.add_argument("--weights", default="imagenet", help="imagenet, none, or a VGG16 state-dict file")
+    reproduce.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    reproduce.add_argument(
+        "--presets",
+        nargs="+",
+        metavar="NAME",
+        help="experiments to run instead of the report's three, e.g. strong_deeplabv3plus_vgg16 strong_resnet18_cifar "
+        "(the YAML files in dlcv/configs)",
+    )
+    reproduce.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier reproduce in --out")
+    reproduce.set_defaults(handler=_reproduce)
+
+    results = commands.add_parser("results", help="published results").add_subparsers(dest="command", required=True)
+    publish = results.add_parser("publish", help="append results.csv files to DOCS/results.csv, render RESULTS.md")
+    publish.add_argument("files", nargs="*", metavar="RESULTS_CSV", help="results.csv files written by reproduce")
+    publish.add_argument("--docs", default="docs", help="folder of results.csv and RESULTS.md (default: docs)")
+    publish.set_defaults(handler=_results_publish)
     return parser
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageChops
 
 from dlcv.data.images import open_rgb
 from dlcv.data.palette import (
@@ -23,7 +24,7 @@ from dlcv.data.palette import (
     NUM_CLASSES,
     NUM_KEYS,
     SCORED_CLASSES,
-    colour_keys,
+    colour_key_image,
 )
 from dlcv.errors import UserError
 
@@ -117,11 +118,10 @@ def _score_pair(pair: tuple[Path, Path]) -> tuple[np.ndarray, int]:
             f"{predicted_path}: prediction is {predicted.width}x{predicted.height} but its ground "
             f"truth {truth_path} is {truth.width}x{truth.height}"
         )
-    # Each pixel's pair of colour keys is counted once; the confusion matrix and the off-palette
-    # counts are read off that small table.
-    keys = colour_keys(truth).astype(np.uint16) * NUM_KEYS
-    keys += colour_keys(predicted)
-    table = np.bincount(keys.ravel(), minlength=NUM_KEYS * NUM_KEYS).reshape(NUM_KEYS, NUM_KEYS)
+    # Each pixel's pair of colour keys packs into one byte, whose histogram (in Pillow, no numpy
+    # temporaries) is a small table: the confusion matrix and off-palette counts are read off it.
+    pairs = ImageChops.add_modulo(colour_key_image(truth, NUM_KEYS), colour_key_image(predicted))
+    table = np.array(pairs.histogram(), dtype=np.int64).reshape(NUM_KEYS, NUM_KEYS)
     confusion = _KEY_ONE_HOT.T @ table @ _KEY_ONE_HOT
     off_palette = table[KEY_OFF_PALETTE].sum() + table[:, KEY_OFF_PALETTE].sum()
     return confusion, int(off_palette)
@@ -166,10 +166,16 @@ def evaluate_mask_folders(
         results = map(_score_pair, pairs)
         confusion, off_palette_pixels, off_palette_files = _accumulate(results, pairs)
     else:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_reuse_image_memory) as pool:
             results = pool.imap(_score_pair, pairs, chunksize=4)
             confusion, off_palette_pixels, off_palette_files = _accumulate(results, pairs)
     return SegmentationScore(confusion, len(pairs), off_palette_pixels, off_palette_files, unused)
+
+
+def _reuse_image_memory() -> None:
+    """Let a worker's Pillow keep freed image blocks for the next mask (its PILLOW_BLOCKS_MAX): fresh
+    blocks cost page faults, a sixth of the evaluator's time."""
+    Image.core.set_blocks_max(max(Image.core.get_blocks_max(), 16))
 
 
 def usable_cpus() -> int:

@@ -22,45 +22,75 @@ from dlcv.results import RESULTS_CSV, Result, device_label, source_commit, today
 REPORT_HTML = "report.html"
 
 
+#: Where each task's data lies under the course folder.
+DATA_FOLDERS = {"classify": "p1_data", "segment": "p2_data"}
+#: The report's experiments, in its order (presets in dlcv/configs).
+REPORT_PRESETS = ("report_vgg16_bn", "report_fcn32s", "report_fcn8s")
+CONFIG_CLASSES: dict[str, type[TrainConfig]] = {"classify": ClassifyConfig, "segment": SegmentConfig}
+
+
 @dataclass(frozen=True)
 class Experiment:
+    preset: str  # the preset file's stem
     task: str  # classify | segment
     model: str
-    data: str  # the folder under HW2_DIR
 
+    @property
+    def name(self) -> str:
+        """The run folder's name: the preset's, less the ``report_`` of the report's own experiments."""
+        return self.preset.removeprefix("report_")
 
-#: The report's experiments, in its order.
-EXPERIMENTS = (
-    Experiment("classify", "vgg16_bn", "p1_data"),
-    Experiment("segment", "fcn32s", "p2_data"),
-    Experiment("segment", "fcn8s", "p2_data"),
-)
-CONFIG_CLASSES: dict[str, type[TrainConfig]] = {"classify": ClassifyConfig, "segment": SegmentConfig}
+    @property
+    def data(self) -> str:
+        return DATA_FOLDERS[self.task]
 
 
 def preset_path(name: str) -> Path:
     return Path(str(files("dlcv") / "configs" / name))
 
 
+def preset_names() -> list[str]:
+    """Every experiment preset shipped (the quick overlays are not experiments)."""
+    folder = preset_path("")
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("quick_"))
+
+
+def experiment_for(preset_name: str) -> Experiment:
+    from dlcv.models import get_entry
+
+    if preset_name not in preset_names():
+        raise UserError(f"unknown preset {preset_name!r}; choose from: {', '.join(preset_names())}")
+    model = read_yaml(preset_path(f"{preset_name}.yaml"))["model"]
+    return Experiment(preset_name, get_entry(model).task, model)
+
+
 def preset(experiment: Experiment, quick: bool) -> dict[str, Any]:
-    """The experiment's options: its report preset, with the task's quick overlay laid over it."""
-    values = read_yaml(preset_path(f"report_{experiment.model}.yaml"))
+    """The experiment's options; ``quick`` lays ``quick_<task>.yaml`` then ``quick_<name>.yaml`` (if any) over them."""
+    values = read_yaml(preset_path(f"{experiment.preset}.yaml"))
     if quick:
-        values.update(read_yaml(preset_path(f"quick_{experiment.task}.yaml")))
+        for overlay in (f"quick_{experiment.task}.yaml", f"quick_{experiment.name}.yaml"):
+            if preset_path(overlay).is_file():
+                values.update(read_yaml(preset_path(overlay)))
     return values
 
 
 def experiment_configs(
-    data: str | Path, out: str | Path, quick: bool = False, weights: str = "imagenet", device: str = "auto"
+    data: str | Path,
+    out: str | Path,
+    quick: bool = False,
+    weights: str = "imagenet",
+    device: str = "auto",
+    presets: tuple[str, ...] = REPORT_PRESETS,
 ) -> list[tuple[Experiment, TrainConfig]]:
     """The resolved config of each experiment: preset < quick overlay < data, run folder, weights, device."""
     data, out = Path(data), Path(out)
-    for folder in dict.fromkeys(data / e.data for e in EXPERIMENTS):
+    experiments = [experiment_for(name) for name in presets]
+    for folder in dict.fromkeys(data / e.data for e in experiments):
         if not folder.is_dir():
             raise UserError(f"{folder}: missing (--data must be the course folder holding p1_data/ and p2_data/)")
     configs = []
-    for experiment in EXPERIMENTS:
-        fixed = {"data": str(data / experiment.data), "out": str(out / "runs" / experiment.model)}
+    for experiment in experiments:
+        fixed = {"data": str(data / experiment.data), "out": str(out / "runs" / experiment.name)}
         fixed |= {"weights": weights, "device": device}
         config = resolve_config(CONFIG_CLASSES[experiment.task], None, {**preset(experiment, quick), **fixed})
         configs.append((experiment, config))
@@ -109,8 +139,9 @@ def run_reproduce(
     device: str = "auto",
     overwrite: bool = False,
     command: str = "dlcv reproduce",
+    presets: tuple[str, ...] = REPORT_PRESETS,
 ) -> Iterator[str]:
-    """Train, score and report the three experiments into ``out``; yield progress lines.
+    """Train, score and report the experiments (by default the report's three) into ``out``; yield progress lines.
 
     ``out`` gets ``runs/<model>/`` (run folders), ``predictions/<model>/`` (the segmentation masks),
     ``report.html`` and ``results.csv`` (one row per experiment, ready for ``dlcv results publish``).
@@ -120,19 +151,20 @@ def run_reproduce(
     from dlcv.training.segmentation import train_segmentation
 
     out = Path(out)
-    configs = experiment_configs(data, out, quick, weights, device)
+    configs = experiment_configs(data, out, quick, weights, device, presets)
     _check_fresh(configs, overwrite)
     train = {"classify": train_classification, "segment": train_segmentation}
     started, commit, results = time.perf_counter(), source_commit(), []
     for experiment, config in configs:
-        yield f"training {experiment.model} on {config.data} ({config.epochs} epochs{', quick' if quick else ''})"
+        scale = f"{config.epochs} epochs{', quick' if quick else ''}"
+        yield f"training {experiment.name} ({experiment.model}) on {config.data} ({scale})"
         summary = train[experiment.task](config, overwrite=overwrite)
-        metric, value, what = _score(experiment, config, summary.run_dir, out / "predictions" / experiment.model)
-        yield f"{experiment.model}: {what} (best.ckpt; trained in {summary.wall_s:.0f} s)"
+        metric, value, what = _score(experiment, config, summary.run_dir, out / "predictions" / experiment.name)
+        yield f"{experiment.name}: {what} (best.ckpt; trained in {summary.wall_s:.0f} s)"
         results.append(
             Result(
                 task=experiment.task,
-                model=experiment.model,
+                model=config.model,
                 weights=Path(config.weights).name,
                 split="validation",
                 metric=metric,

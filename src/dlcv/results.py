@@ -61,8 +61,8 @@ REFERENCES = (
 
 
 def source_commit() -> str:
-    """``git rev-parse --short HEAD`` of the checkout dlcv runs from, ``-dirty`` if its tracked files changed;
-    ``unknown`` for an installed copy."""
+    """``git rev-parse --short HEAD`` of the checkout dlcv runs from, ``-dirty`` when its files differ from that
+    commit (changed, or new and not ignored); ``unknown`` for an installed copy."""
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return "unknown"
@@ -72,7 +72,7 @@ def source_commit() -> str:
 
     try:
         commit = git("rev-parse", "--short", "HEAD").strip()
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+        dirty = bool(git("status", "--porcelain").strip())
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if commit and dirty else commit or "unknown"
@@ -91,16 +91,12 @@ def today() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
 
 
-def results_text(results: list[Result]) -> str:
+def write_results(path: str | Path, results: list[Result]) -> Path:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(asdict(r) for r in results)
-    return buffer.getvalue()
-
-
-def write_results(path: str | Path, results: list[Result]) -> Path:
-    write_text_atomic(path, results_text(results))
+    write_text_atomic(path, buffer.getvalue())
     return Path(path)
 
 

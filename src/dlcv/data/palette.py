@@ -38,25 +38,33 @@ _CODE_ON_PALETTE = np.array(
         for code in range(8)
     ]
 )
-#: Colour keys (see colour_keys) run from 0 to NUM_KEYS - 1.
-NUM_KEYS = 32
+#: Colour keys (see colour_key_image) run from 0 to NUM_KEYS - 1: two of them pack into one byte.
+NUM_KEYS = 16
 #: Class of each colour key, and whether that key is off-palette.
-KEY_TO_CLASS = np.tile(CODE_TO_CLASS, NUM_KEYS // 8)
-KEY_OFF_PALETTE = np.concatenate([~_CODE_ON_PALETTE, np.ones(NUM_KEYS - 8, dtype=bool)])
+KEY_TO_CLASS = np.tile(CODE_TO_CLASS, 2)
+KEY_OFF_PALETTE = np.concatenate([~_CODE_ON_PALETTE, np.ones(8, dtype=bool)])
+#: Per scale, the channels' sum (the code, plus 8 per channel neither 0 nor 255) -> scale x key.
+_SUM_TO_KEY = {
+    scale: [scale * (total & 7 | (8 if total >= 8 else 0)) for total in range(256)] for scale in (1, NUM_KEYS)
+}
 
 
-def colour_keys(rgb: np.ndarray | Image.Image) -> np.ndarray:
-    """H x W x 3 uint8 (or an RGB image) -> H x W uint8 colour keys: the code 4R + 2G + B, plus 8 for
-    each channel that is neither 0 nor 255 (so a key of 8 or more is off-palette).
+def colour_key_image(rgb: Image.Image, scale: int = 1) -> Image.Image:
+    """An RGB image -> an 8-bit image of colour keys (times ``scale``: 1 or NUM_KEYS): the code
+    4R + 2G + B, plus 8 if some channel is neither 0 nor 255 (so a key of 8 or more is off-palette).
 
-    A table lookup and a channel sum in Pillow's own loops, 8 bits wide, with no numpy temporaries:
-    the evaluator's and the data loader's hot path.
+    Table lookups and a channel sum in Pillow's own 8-bit loops, with no numpy temporaries: the
+    evaluator's hot path. Keys scaled by NUM_KEYS add to plain ones into one byte per pixel pair.
     """
-    if isinstance(rgb, np.ndarray):
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected an H x W x 3 uint8 RGB mask, got {rgb.dtype} of shape {rgb.shape}")
-        rgb = Image.fromarray(rgb)
-    return np.asarray(rgb.point(_CHANNEL_LUT).convert("L", matrix=(1, 1, 1, 0)))
+    summed = rgb.point(_CHANNEL_LUT).convert("L", matrix=(1, 1, 1, 0))
+    return summed.point(_SUM_TO_KEY[scale])
+
+
+def colour_keys(rgb: np.ndarray) -> np.ndarray:
+    """H x W x 3 uint8 -> H x W uint8 colour keys (see colour_key_image)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 RGB mask, got {rgb.dtype} of shape {rgb.shape}")
+    return np.asarray(colour_key_image(Image.fromarray(rgb)))
 
 
 def decode_mask(rgb: np.ndarray) -> np.ndarray:

@@ -128,7 +128,7 @@ def curves_section(runs: list[Run]) -> Section:
             if monitor == "val_acc":
                 scores = [100 * s for s in scores]
             score_axis.plot(epochs, scores, marker="o", label=run.name)
-        loss_axis.set(title="training loss", xlabel="epoch", ylabel="cross-entropy")
+        loss_axis.set(title="training loss", xlabel="epoch", ylabel="loss")
         score_axis.set(
             title=SCORE_TITLES[monitor], xlabel="epoch", ylabel="accuracy (%)" if monitor == "val_acc" else "mIoU"
         )

@@ -29,10 +29,11 @@ def _validation(run: Run) -> tuple[Path, Path] | None:
 
 
 def _score(run: Run) -> ClassificationScore | None:
-    """best.ckpt's validation predictions scored as the graders score them, when the run and its data have them."""
+    """best.ckpt's validation predictions scored as the graders score them, when the run and its data have them
+    (and they cover the whole validation set: a run with ``limit_val`` predicted only part of it)."""
     validation = _validation(run)
     predictions = run.path / VAL_PREDICTIONS
-    if validation is None or not predictions.is_file():
+    if validation is None or not predictions.is_file() or run.config.get("limit_val") is not None:
         return None
     return evaluate_label_csv(predictions, validation[1])
 
@@ -69,12 +70,17 @@ def _per_class(run: Run, score: ClassificationScore | None) -> np.ndarray:
     return np.array([run.best[key] for _, key in columns])
 
 
-def per_class_table(runs: list[Run], scores: dict[str, ClassificationScore | None]) -> str:
-    """One row per class, one column per run; the best run of each class marked."""
+def per_class_table(runs: list[Run], scores: dict[str, ClassificationScore | None], per_row: int = 10) -> str:
+    """Each run's accuracy on each class, ``per_row`` classes to a table; the best run of each class marked."""
     accuracies = {run.name: _per_class(run, scores[run.name]) for run in runs}
     classes = max(len(a) for a in accuracies.values())
-    rows = [[str(k), *(float(a[k]) if k < len(a) else None for a in accuracies.values())] for k in range(classes)]
-    return table([Column("class"), *(Column(name, percent) for name in accuracies)], rows, best_in_rows="max")
+    tables = []
+    for first in range(0, classes, per_row):
+        chosen = range(first, min(first + per_row, classes))
+        columns = [Column("run \\ class"), *(Column(str(k), percent, best="max") for k in chosen)]
+        rows = [[name, *(float(a[k]) if k < len(a) else None for k in chosen)] for name, a in accuracies.items()]
+        tables.append(table(columns, rows))
+    return "".join(tables)
 
 
 def _tsne_points(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
@@ -103,7 +109,10 @@ def run_figures(run: Run, score: ClassificationScore | None) -> str:
     parts = [heading(run.name)]
     if score is None:
         parts.append(
-            paragraph(f"{run.path}: no {VAL_PREDICTIONS}, or its validation data is not here: no confusion matrix.")
+            paragraph(
+                f"{run.name}: no {VAL_PREDICTIONS} of the whole validation set here, or no validation data: "
+                "no confusion matrix."
+            )
         )
     else:
         title = f"{run.name}: accuracy {100 * score.accuracy:.2f}% ({score.correct}/{score.total})"

@@ -28,7 +28,7 @@ body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu San
 h1 { font-size: 1.7rem; margin: 0 0 .2rem; }
 h2 { font-size: 1.3rem; margin: 2.2rem 0 .6rem; padding-bottom: .2rem; border-bottom: 2px solid var(--accent); }
 h3 { font-size: 1.05rem; margin: 1.4rem 0 .4rem; }
-p.meta, p.note, figcaption, .caption { color: var(--muted); font-size: .9rem; }
+p.meta, p.note, figcaption { color: var(--muted); font-size: .9rem; }
 nav ol { columns: 2; margin: .5rem 0 0; }
 a { color: var(--accent); }
 .scroll { overflow-x: auto; }
@@ -45,7 +45,6 @@ figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); }
 pre.arch { max-height: 22rem; overflow: auto; font-size: 12px; background: #f7f8fa; padding: .6rem;
            border: 1px solid var(--rule); }
 code { font-size: .9em; background: #f1f3f6; padding: 0 .2em; }
-section { break-inside: auto; }
 @media print {
   @page { size: A4; margin: 14mm 12mm; }
   body { font-size: 10pt; max-width: none; padding: 0; }
@@ -92,28 +91,17 @@ def _best_flags(values: Sequence[Any], direction: str | None) -> list[bool]:
     return [isinstance(v, int | float) and not _missing(v) and v == best for v in values]
 
 
-def table(
-    columns: Sequence[Column],
-    rows: Sequence[Sequence[Any]],
-    best_in_rows: str | None = None,
-    differing_rows: bool = False,
-) -> str:
-    """An HTML table. ``Column.best`` marks the best of a column; ``best_in_rows`` ("max"/"min") the best
-    of each row's numeric cells; ``differing_rows`` highlights rows whose values (after the first) differ."""
-    marks = [[False] * len(columns) for _ in rows]
-    for c, column in enumerate(columns):
-        for r, flag in enumerate(_best_flags([row[c] for row in rows], column.best)):
-            marks[r][c] |= flag
-    if best_in_rows is not None:
-        for r, row in enumerate(rows):
-            for c, flag in enumerate(_best_flags([None, *row[1:]], best_in_rows)):
-                marks[r][c] |= flag
+def table(columns: Sequence[Column], rows: Sequence[Sequence[Any]], differing_rows: bool = False) -> str:
+    """An HTML table; ``Column.best`` marks the best value of a column, ``differing_rows`` highlights rows
+    whose values (after the first cell) differ."""
+    best_by_column = [_best_flags([row[c] for row in rows], column.best) for c, column in enumerate(columns)]
     head = "".join(f"<th>{escape(c.title)}</th>" for c in columns)
     body = []
-    for row, row_marks in zip(rows, marks, strict=True):
+    for r, row in enumerate(rows):
         differs = differing_rows and len({repr(v) for v in row[1:]}) > 1
         cells = []
-        for value, column, best in zip(row, columns, row_marks, strict=True):
+        for value, column, flags in zip(row, columns, best_by_column, strict=True):
+            best = flags[r]
             text = escape(column.format(value))
             classes = (["best"] if best else []) + ([] if isinstance(value, int | float) else ["text"])
             attribute = f' class="{" ".join(classes)}"' if classes else ""
@@ -129,17 +117,12 @@ def figure(fig: Figure, caption: str, dpi: int = 100) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
-    return png(buffer.getvalue(), caption)
-
-
-def png(data: bytes, caption: str) -> str:
-    """PNG bytes as an embedded image with a caption."""
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<figure><img src="{uri}" alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>'
 
 
-def paragraph(text: str, kind: str = "note") -> str:
-    return f'<p class="{kind}">{escape(text)}</p>'
+def paragraph(text: str) -> str:
+    return f'<p class="note">{escape(text)}</p>'
 
 
 def heading(text: str) -> str:

@@ -87,16 +87,18 @@ def mask_sections(runs: list[Run], ids: list[str] | None) -> str:
         )
         for run in group:
             stages = snapshot_folders(run.path)
-            shown = [i for i in chosen if all((s / f"{i}_mask.png").is_file() for s in stages)]
+            if not stages:
+                continue
+            saved = set.intersection(
+                *({m.name.removesuffix("_mask.png") for m in s.glob("*_mask.png")} for s in stages)
+            )
+            shown = [i for i in chosen if i in saved] or sorted(i for i in saved if i in pairs)[:3]
             if not shown:
-                saved = sorted({p.stem.removesuffix("_mask") for s in stages for p in s.glob("*_mask.png")})
-                shown = [i for i in saved if i in pairs and all((s / f"{i}_mask.png").is_file() for s in stages)]
-            if not stages or not shown:
                 continue
             rows = [
                 (
                     i,
-                    *(pictures[i] if i in pictures else _read(pairs[i])),
+                    *(pictures.get(i) or _read(pairs[i])),
                     {
                         _stage_label(k, len(stages), s): decode_mask(read_rgb(s / f"{i}_mask.png"))
                         for k, s in enumerate(stages)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
@@ -179,29 +180,32 @@ def fit(
         for name, watch in ((BEST, monitor), (LAST, None))
     )
     processes = config.devices * config.num_nodes
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=config.devices,
-        num_nodes=config.num_nodes,
-        strategy="ddp" if processes > 1 else "auto",
-        precision=precision_for(config, accelerator),
-        max_epochs=config.epochs,
-        deterministic=config.deterministic,
-        callbacks=[
-            _RunFolder(run_dir, files, fresh=not resume),
-            EpochSeed(config.seed),
-            FiniteLossGuard(),
-            MetricsHistory(run_dir / METRICS, metric_columns),
-            *callbacks,
-            best,
-            last,
-        ],
-        plugins=[AtomicCheckpointIO()],
-        logger=False,
-        default_root_dir=run_dir,
-        num_sanity_val_steps=0,
-        log_every_n_steps=10,
-    )
+    try:
+        trainer = L.Trainer(
+            accelerator=accelerator,
+            devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy="ddp" if processes > 1 else "auto",
+            precision=precision_for(config, accelerator),
+            max_epochs=config.epochs,
+            deterministic=config.deterministic,
+            callbacks=[
+                _RunFolder(run_dir, files, fresh=not resume),
+                EpochSeed(config.seed),
+                FiniteLossGuard(),
+                MetricsHistory(run_dir / METRICS, metric_columns),
+                *callbacks,
+                best,
+                last,
+            ],
+            plugins=[AtomicCheckpointIO()],
+            logger=False,
+            default_root_dir=run_dir,
+            num_sanity_val_steps=0,
+            log_every_n_steps=10,
+        )
+    except (MisconfigurationException, ValueError) as exc:  # the user's devices, nodes or precision
+        raise UserError(f"--device/--devices/--num-nodes/--precision: {str(exc).splitlines()[0]}") from None
     started = time.perf_counter()
     with warnings.catch_warnings():
         # The run folder holds config.yaml by design; validation scores come from confusion matrices

@@ -30,10 +30,11 @@ def derived_seed(*keys: int) -> int:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch, numpy and ``random`` seeded by ``seed``; the caller's states come back after."""
+    """Run a block with torch's CPU generator, numpy and ``random`` seeded by ``seed``; the caller's
+    states come back after."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed)
         try:

@@ -1,0 +1,169 @@
+"""`dlcv reproduce` (presets, quick overlay, scores, report, results.csv), `dlcv results publish`, and
+the precedence defaults < --config < flags of the train commands."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import dlcv.reproduce
+from dlcv.metrics import evaluate_label_csv, evaluate_mask_folders
+from dlcv.models import build_model
+from dlcv.results import COLUMNS, Result, read_results, write_results
+from tests.conftest import run_cli
+
+#: Laid over the quick presets in the test only, so that training takes seconds on generated data.
+TINY = {
+    "segment": {"model_kwargs": {"fc_channels": 32}, "image_size": 32, "snapshot_ids": ["0000", "0001"]},
+    "classify": {"model": "resnet18", "model_kwargs": {"input_size": 16}, "batch_size": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def hw2_dir(tmp_path_factory) -> Path:
+    """The course layout, generated: p1_data (train_50, val_50, val_gt.csv) and p2_data (train, validation)."""
+    from dlcv.data.synthetic import make_classification_set, make_landcover_set
+
+    root = tmp_path_factory.mktemp("hw2")
+    make_classification_set(root / "p1_data", classes=4, per_class=6, size=16, seed=3, val_per_class=3)
+    make_landcover_set(root / "p2_data", train=6, validation=3, size=40, seed=4)
+    return root
+
+
+def test_presets_resolve_full_and_quick(tmp_path):
+    """Every shipped preset is a valid config; --quick scales it down and keeps the whole validation set."""
+    for quick in (False, True):
+        for name in dlcv.reproduce.preset_names():
+            experiment = dlcv.reproduce.experiment_for(name)
+            values = dlcv.reproduce.preset(experiment, quick)
+            config = dlcv.reproduce.CONFIG_CLASSES[experiment.task](**values)
+            with torch.device("meta"):  # the options build the model (shapes only, no memory)
+                build_model(config.model, 7, **config.model_kwargs)
+            assert config.model == experiment.model and config.weights in ("imagenet", "none")
+            assert config.limit_val is None
+            assert (config.limit_train is not None) == quick
+            if quick:
+                assert config.epochs <= 3
+            else:
+                assert config.epochs >= 20
+
+
+def test_reproduce_quick_end_to_end(hw2_dir, tmp_path, capsys, monkeypatch):
+    real_preset = dlcv.reproduce.preset
+    monkeypatch.setattr(dlcv.reproduce, "preset", lambda e, quick: {**real_preset(e, quick), **TINY[e.task]})
+    out = tmp_path / "out"
+    argv = ["reproduce", "--data", hw2_dir, "--out", out, "--quick", "--weights", "none", "--device", "cpu"]
+    status, stdout, err = run_cli(capsys, *argv)
+    assert status == 0, err
+    assert "report: " in stdout and "results: " in stdout
+
+    results = read_results(out / "results.csv")
+    assert [(r.task, r.model, r.metric) for r in results] == [
+        ("classify", "resnet18", "accuracy"),
+        ("segment", "fcn32s", "miou"),
+        ("segment", "fcn8s", "miou"),
+    ]
+    report_experiments = [dlcv.reproduce.experiment_for(name) for name in dlcv.reproduce.REPORT_PRESETS]
+    for result, experiment in zip(results, report_experiments, strict=True):
+        assert result.device == "cpu" and result.split == "validation" and result.weights == "none"
+        assert "--quick" in result.command.split() and result.commit and result.wall_s > 0
+        config = yaml.safe_load((out / "runs" / experiment.model / "config.yaml").read_text())
+        assert config["epochs"] == result.epochs  # the quick overlay's epochs, trained to the end
+        assert config["limit_train"] is not None and config["limit_val"] is None
+    # The recorded scores are the graders' scores of what best.ckpt predicts on the whole validation set.
+    classify, fcn32s, fcn8s = results
+    score = evaluate_label_csv(out / "runs" / "vgg16_bn" / "val_predictions.csv", hw2_dir / "p1_data" / "val_gt.csv")
+    assert classify.value == pytest.approx(score.accuracy, abs=1e-6) and score.total == 12
+    for result in (fcn32s, fcn8s):
+        masks = evaluate_mask_folders(out / "predictions" / result.model, hw2_dir / "p2_data" / "validation")
+        assert masks.images == 3 and result.value == pytest.approx(masks.miou, abs=1e-6)
+    assert (out / "runs" / "vgg16_bn" / "tsne.csv").is_file()
+
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert all(name in page for name in ("resnet18", "fcn32s", "fcn8s", "Per-class IoU", "Confusion matrix"))
+
+    # A second run into the same folder refuses before training anything.
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 2 and "--overwrite" in err and err.count("\n") == 1
+
+
+def test_reproduce_names_a_missing_data_folder(hw2_dir, tmp_path, capsys):
+    status, _, err = run_cli(capsys, "reproduce", "--data", hw2_dir / "p2_data", "--out", tmp_path / "out", "--quick")
+    assert status == 2 and "p1_data" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def _result(model: str, value: float, command: str) -> Result:
+    return Result(
+        "segment",
+        model,
+        "hed.safetensors",
+        "validation",
+        "miou",
+        value,
+        3,
+        60.0,
+        "cpu",
+        command,
+        "abc1234",
+        "2026-01-01",
+    )
+
+
+def test_publish_appends_once_and_renders(tmp_path, capsys):
+    docs = tmp_path / "docs"
+    first = write_results(tmp_path / "a.csv", [_result("fcn8s", 0.25, "dlcv reproduce --quick --data X")])
+    second = write_results(tmp_path / "b.csv", [_result("fcn32s", 0.5, "dlcv reproduce --data X")])
+    for expected in (1, 0):  # publishing the same file again adds nothing
+        status, out, err = run_cli(capsys, "results", "publish", first, "--docs", docs)
+        assert status == 0 and f"added {expected} rows" in out, err
+    status, _, _ = run_cli(capsys, "results", "publish", second, "--docs", docs)
+    with (docs / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == COLUMNS and [r["model"] for r in rows] == ["fcn8s", "fcn32s"]
+    markdown = (docs / "RESULTS.md").read_text()
+    # Each measured number beside the report's number for its model, quick runs labelled as such.
+    assert "| fcn8s | hed.safetensors | validation | 0.2500 | 0.6987 | quick |" in markdown
+    assert "| fcn32s | hed.safetensors | validation | 0.5000 | 0.6805 | full |" in markdown
+    assert "74.16%" in markdown and "0.7614" in markdown
+
+
+def test_publish_refuses_a_foreign_csv(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,value\nfcn8s,0.5\n")
+    status, _, err = run_cli(capsys, "results", "publish", bad, "--docs", tmp_path / "docs")
+    assert status == 2 and "bad.csv" in err and err.count("\n") == 1
+    assert not (tmp_path / "docs").exists()
+
+
+@pytest.mark.parametrize(
+    ("group", "data_fixture", "model", "extra"),
+    [
+        ("segment", "landcover_dir", "fcn32s", {"model_kwargs": {"fc_channels": 32}, "image_size": 32}),
+        ("classify", "classification_dir", "resnet18", {"model_kwargs": {"input_size": 16}}),
+    ],
+)
+def test_train_config_precedence(group, data_fixture, model, extra, tmp_path, capsys, request):
+    """defaults < --config FILE.yaml < flags, and the run folder keeps the resolved result."""
+    data = request.getfixturevalue(data_fixture)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"epochs": 1, "lr": 0.5, "batch_size": 4, "workers": 0, "device": "cpu", **extra}))
+    run = tmp_path / "run"
+    argv = [group, "train", "--data", data, "--model", model, "--out", run, "--config", config, "--lr", "0.001"]
+    status, _, err = run_cli(capsys, *argv)
+    assert status == 0, err
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["lr"] == 0.001  # the flag beats the file
+    assert saved["batch_size"] == 4 and saved["epochs"] == 1  # the file beats the defaults
+    assert saved["weight_decay"] == 5e-4 and saved["seed"] == 0  # defaults where neither speaks
+    assert saved["model"] == model and saved["data"] == str(data)
+
+
+def test_unknown_preset_is_a_user_error(hw2_dir, tmp_path, capsys):
+    status, _, err = run_cli(capsys, "reproduce", "--data", hw2_dir, "--out", tmp_path / "o", "--presets", "nope")
+    assert status == 2 and "unknown preset 'nope'" in err and "strong_deeplabv3plus_vgg16" in err
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,64 @@
+"""What keeps dlcv fast, checked without timing anything: light imports, GPU layouts, compilation."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dlcv.config import SegmentConfig
+from dlcv.data.palette import NUM_KEYS, PALETTE, colour_key_image, colour_keys, count_off_palette, decode_mask
+from dlcv.training.runner import optimise_for_device
+from dlcv.training.segmentation import SegmentationTask
+from tests.test_metrics import write_crafted
+
+
+def test_eval_never_imports_torch(tmp_path):
+    pred_dir, gt_dir, _ = write_crafted(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "dlcv", "segment", "eval", "--pred", pred_dir, "--gt", gt_dir],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
+    assert "numpy" in imported
+    assert not imported & {"torch", "lightning", "torchvision", "matplotlib", "sklearn"}
+
+
+def test_colour_keys_pack_two_to_a_byte():
+    rng = np.random.default_rng(0)
+    rgb = np.vstack([PALETTE, rng.integers(0, 256, size=(50, 3))]).astype(np.uint8).reshape(1, -1, 3)
+    keys = colour_keys(rgb)
+    assert keys.max() < NUM_KEYS
+    assert np.array_equal(np.asarray(colour_key_image(Image.fromarray(rgb), NUM_KEYS)), NUM_KEYS * keys)
+    assert np.array_equal(keys[0, :7], [3, 6, 5, 2, 1, 7, 0])  # the palette's own codes, none off
+    assert np.array_equal(decode_mask(PALETTE.reshape(1, -1, 3))[0], np.arange(7))
+    assert count_off_palette(rgb) == 50 - sum(tuple(c) in {tuple(p) for p in PALETTE.tolist()} for c in rgb[0, 7:])
+    with pytest.raises(ValueError):
+        colour_keys(rgb.astype(np.int64))
+
+
+def test_gpu_layout_is_channels_last_and_compile_keeps_state_keys():
+    task = SegmentationTask("fcn32s", 7, model_kwargs={"fc_channels": 16})
+    keys = set(task.state_dict())
+    precision = torch.get_float32_matmul_precision()
+    try:
+        optimise_for_device(task, SegmentConfig(compile=True), "gpu")
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    weight = task.model.features[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    assert task.model._compiled_call_impl is not None  # compiled in place, run lazily on the first step
+    assert set(task.state_dict()) == keys
+
+
+def test_cpu_layout_is_left_alone():
+    task = SegmentationTask("fcn32s", 7, model_kwargs={"fc_channels": 16})
+    optimise_for_device(task, SegmentConfig(), "cpu")
+    assert task.model.features[0].weight.is_contiguous()
+    assert task.model._compiled_call_impl is None
