@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4, help="both sides (dlcv's default is 4)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, both sides")
     parser.add_argument("--rounds", type=int, default=3, help="plain and dlcv alternately, this many times")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--json", help="results file (default bench/results/predict_bench_DEVICE.json)")
     parser.add_argument("--generate", type=int, help="predict N generated 512 x 512 images instead of --input")
     parser.add_argument(
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="dlcv-predict-bench-") as tmp:
         tmp = Path(tmp)
