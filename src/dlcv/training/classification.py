@@ -13,7 +13,6 @@ import logging
 import warnings
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -27,10 +26,10 @@ from dlcv.data.classification import ClassificationDataset, classification_dirs
 from dlcv.data.labels import write_label_csv
 from dlcv.errors import UserError
 from dlcv.metrics import accuracy_per_class
-from dlcv.models import get_entry, load_weights
+from dlcv.models import get_entry
 from dlcv.training.runner import BEST, LAST, RunSummary, check_run_dir, fit, is_launching_process
 from dlcv.training.sampling import LoaderData, training_loader
-from dlcv.training.task import Task
+from dlcv.training.task import Task, build_task
 
 log = logging.getLogger("dlcv")
 #: Written into the run folder after training: best.ckpt's validation predictions, in the graders' format.
@@ -157,7 +156,7 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
     """Check the data and the run folder, train, then write best.ckpt's validation predictions."""
     run_dir = Path(config.out)
     check_run_dir(run_dir, resume, overwrite)
-    entry = get_entry(config.model, task="classify")
+    get_entry(config.model, task="classify")  # an unknown model fails before any data is decoded
     check_options(config)
     train_dir, val_dir, val_csv = classification_dirs(config.data)
     train_set = ClassificationDataset(train_dir, None, config.image_size, config.limit_train, config.workers)
@@ -169,25 +168,16 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
     augment = BatchAugment(num_classes, config.crop_padding, config.flip, config.policy, config.mixup, config.cutmix)
     callbacks = [weight_ema(config.ema)] if config.ema else []
 
-    L.seed_everything(config.seed, workers=True, verbose=False)  # the model's initial weights
-    task = ClassificationTask(
-        config.model,
+    task = build_task(
+        ClassificationTask,
+        config,
         num_classes,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        optimizer=config.optimizer,
-        schedule=config.schedule,
-        warmup_epochs=config.warmup_epochs,
-        model_kwargs=config.model_kwargs,
+        resume,
         image_size=config.image_size,
         label_smoothing=config.label_smoothing,
     )
-    if not resume:
-        report = load_weights(task.model, config.weights, entry)
-        if report is not None:
-            log.info(report.summary())
-        if is_launching_process():
-            (run_dir / VAL_PREDICTIONS).unlink(missing_ok=True)  # the run folder's other files go in fit()
+    if not resume and is_launching_process():
+        (run_dir / VAL_PREDICTIONS).unlink(missing_ok=True)  # the run folder's other files go in fit()
     with warnings.catch_warnings():
         # Batches are index tensors: worker processes would have nothing to do.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")

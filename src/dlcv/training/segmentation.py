@@ -21,10 +21,10 @@ from dlcv.data.transforms import landcover_train_transform
 from dlcv.errors import UserError
 from dlcv.files import atomic_path
 from dlcv.metrics import iou_per_class
-from dlcv.models import get_entry, load_weights
+from dlcv.models import get_entry
 from dlcv.training.losses import SegmentationLoss, class_weight_vector, parse_loss
 from dlcv.training.runner import RunSummary, check_run_dir, fit
-from dlcv.training.task import Task
+from dlcv.training.task import Task, build_task
 
 log = logging.getLogger("dlcv")
 IOU_COLUMNS = [f"val_iou_{name}" for name in CLASS_NAMES[:-1]]
@@ -131,7 +131,7 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
     """Check the data and the run folder, then train; every pair is decoded (and so checked) first."""
     run_dir = Path(config.out)
     check_run_dir(run_dir, resume, overwrite)
-    entry = get_entry(config.model, task="segment")
+    get_entry(config.model, task="segment")  # an unknown model fails before any data is decoded
     parse_loss(config.loss)
     class_weights = class_weight_vector(config.class_weights, CLASS_NAMES)
     scale_range = _scale_range(config.scale_range)
@@ -154,24 +154,15 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
     crop = config.crop_size or config.image_size or min(min(image.shape[-2:]) for image in train_set.images)
     train_set.transform = landcover_train_transform(crop, config.min_scale, scale_range)
 
-    L.seed_everything(config.seed, workers=True, verbose=False)  # the model's initial weights
-    task = SegmentationTask(
-        config.model,
+    task = build_task(
+        SegmentationTask,
+        config,
         NUM_CLASSES,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        optimizer=config.optimizer,
-        schedule=config.schedule,
-        warmup_epochs=config.warmup_epochs,
-        model_kwargs=config.model_kwargs,
+        resume,
         image_size=config.image_size,
         loss=config.loss,
         class_weights=class_weights,
     )
-    if not resume:
-        report = load_weights(task.model, config.weights, entry)
-        if report is not None:
-            log.info(report.summary())
     persistent = config.workers > 0
     train_loader = DataLoader(
         train_set,

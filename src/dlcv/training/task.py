@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import lightning as L
 import torch
 
+from dlcv.config import TrainConfig
 from dlcv.data.transforms import to_model_input
-from dlcv.models import build_model
+from dlcv.models import build_model, get_entry, load_weights
+
+log = logging.getLogger("dlcv")
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -72,3 +76,24 @@ class Task(L.LightningModule):
         lr_factor(0, total, warmup, schedule)  # reject an unknown schedule before training starts
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, schedule))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def build_task(task_class: type[Task], config: TrainConfig, num_classes: int, resume: bool, **options: Any) -> Task:
+    """The task of a run: the model seeded from ``config.seed``, with ``--weights`` loaded unless resuming."""
+    L.seed_everything(config.seed, workers=True, verbose=False)  # the model's initial weights
+    task = task_class(
+        config.model,
+        num_classes,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        optimizer=config.optimizer,
+        schedule=config.schedule,
+        warmup_epochs=config.warmup_epochs,
+        model_kwargs=config.model_kwargs,
+        **options,
+    )
+    if not resume:
+        report = load_weights(task.model, config.weights, get_entry(config.model))
+        if report is not None:
+            log.info(report.summary())
+    return task
