@@ -10,9 +10,11 @@ and (``--compile``) torch.compile.
 Both run alternately (``--rounds`` times, so that other load on the machine hits both alike); the
 median step time over all timed steps (after ``--warmup`` steps each round) gives images/s. FLOPs
 per step are counted once with ``torch.utils.flop_counter`` (forward + backward) and divided by the
-step time and by the device's peak: on CPU the peak is measured here (a large fp32 matmul), on a
-GPU it is the dense bf16 peak of its data sheet (or the measured one, for unlisted GPUs). The input
-pipeline's own throughput (batches delivered with no model) is shown beside the step's.
+step time and by the device's peak: on CPU the peak is measured here (a large matmul, in bf16 if
+dlcv's side runs bf16, else fp32), on a GPU it is the dense bf16 peak of its data sheet (or the
+measured one, for unlisted GPUs). The input pipeline's own throughput (batches delivered with no
+model) is shown beside the step's. On a machine shared with other jobs, ``--threads 1`` gives
+steadier CPU numbers than torch's default of one thread per core.
 
     python bench/train_bench.py --task segment --data ../shared/hw2_data/p2_data --device cpu
     python bench/train_bench.py --task classify --data ../shared/hw2_data/p1_data --device cpu
@@ -45,6 +47,7 @@ from dlcv.config import ClassifyConfig, SegmentConfig
 from dlcv.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dlcv.models import build_model
 from dlcv.training.runner import optimise_for_device, precision_for
+from dlcv.training.task import build_task
 
 #: Dense bf16 tensor-core peaks from the data sheets, FLOP/s, by a fragment of the device name.
 GPU_BF16_PEAK = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
@@ -168,17 +171,12 @@ def dlcv_segment(data: Path, args, limit: int) -> DlcvSide:
     from dlcv.data.transforms import landcover_train_transform
     from dlcv.training.segmentation import SegmentationTask
 
-    config = SegmentConfig(batch_size=args.batch_size, workers=args.workers)
+    config = SegmentConfig(model=args.model, batch_size=args.batch_size, workers=args.workers)
     train_set = LandCoverDataset(data / "train", config.image_size, limit=limit, workers=config.workers)
     crop = config.crop_size or config.image_size or min(min(image.shape[-2:]) for image in train_set.images)
     train_set.transform = landcover_train_transform(crop, config.min_scale)
-    task = SegmentationTask(
-        args.model,
-        TASKS["segment"]["classes"],
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        optimizer=config.optimizer,
-        schedule=config.schedule,
+    task = build_task(
+        SegmentationTask, config, TASKS["segment"]["classes"], False, image_size=config.image_size, loss=config.loss
     )
     loader = DataLoader(
         train_set,
@@ -199,19 +197,17 @@ def dlcv_classify(data: Path, args, limit: int) -> DlcvSide:
     from dlcv.data.classification import ClassificationDataset
     from dlcv.training.classification import ClassificationTask, DeviceTensorData
 
-    config = ClassifyConfig(batch_size=args.batch_size, workers=args.workers)
+    config = ClassifyConfig(model=args.model, batch_size=args.batch_size, workers=args.workers)
     train_set = ClassificationDataset(data / "train_50", None, config.image_size, limit, config.workers)
     augment = BatchAugment(
         TASKS["classify"]["classes"], config.crop_padding, config.flip, config.policy, config.mixup, config.cutmix
     )
-    task = ClassificationTask(
-        args.model,
+    task = build_task(
+        ClassificationTask,
+        config,
         TASKS["classify"]["classes"],
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        optimizer=config.optimizer,
-        schedule=config.schedule,
-        warmup_epochs=config.warmup_epochs,
+        False,
+        image_size=config.image_size,
         label_smoothing=config.label_smoothing,
     )
     data = DeviceTensorData(train_set, train_set, config.batch_size, config.seed, augment)
