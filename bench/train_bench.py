@@ -4,8 +4,8 @@ The baseline is what a user would write without dlcv: a Dataset that opens the i
 every item (Pillow), normalises to float32 in DataLoader workers, and an fp32 loop of forward,
 cross-entropy, backward and optimiser step on the same model and device. dlcv's side is its own
 LightningModule driven by a Lightning Trainer as ``dlcv segment/classify train`` drives it: data
-decoded once into memory, dlcv's augmentation, and on a GPU bf16 autocast, channels-last weights
-and (``--compile``) torch.compile.
+decoded once and held on the device, dlcv's augmentation run there on each batch, and on a GPU bf16
+autocast, channels-last weights and (``--compile``) torch.compile.
 
 Both run alternately (``--rounds`` times, so that other load on the machine hits both alike); the
 median step time over all timed steps (after ``--warmup`` steps each round) gives images/s. FLOPs
@@ -166,36 +166,26 @@ class DlcvSide:
 
 
 def dlcv_segment(data: Path, args, limit: int) -> DlcvSide:
-    """SegmentationTask and its training loader, built as ``dlcv segment train`` builds them (defaults)."""
+    """SegmentationTask and its on-device data, built as ``dlcv segment train`` builds them (defaults)."""
     from dlcv.data.landcover import LandCoverDataset
     from dlcv.data.transforms import landcover_train_transform
     from dlcv.training.segmentation import SegmentationTask
 
     config = SegmentConfig(model=args.model, batch_size=args.batch_size, workers=args.workers)
     train_set = LandCoverDataset(data / "train", config.image_size, limit=limit, workers=config.workers)
-    crop = config.crop_size or config.image_size or min(min(image.shape[-2:]) for image in train_set.images)
-    train_set.transform = landcover_train_transform(crop, config.min_scale)
+    size = min(train_set.images.shape[-2:])
+    augment = landcover_train_transform(config.crop_size or config.image_size or size, config.min_scale).each
     task = build_task(
         SegmentationTask, config, TASKS["segment"]["classes"], False, image_size=config.image_size, loss=config.loss
     )
-    loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=config.workers,
-        persistent_workers=config.workers > 0,
-        pin_memory=torch.cuda.is_available(),
-    )
-    size = int(train_set.images[0].shape[-1])
-    return DlcvSide(task, {"train_dataloaders": loader}, config, lambda device: cycle(loader), size)
+    return on_device(task, config, train_set.images, train_set.masks, augment, size)
 
 
 def dlcv_classify(data: Path, args, limit: int) -> DlcvSide:
     """ClassificationTask and its on-device data, built as ``dlcv classify train`` builds them (defaults)."""
     from dlcv.data.batch_augment import BatchAugment
     from dlcv.data.classification import ClassificationDataset
-    from dlcv.training.classification import ClassificationTask, DeviceTensorData
+    from dlcv.training.classification import ClassificationTask
 
     config = ClassifyConfig(model=args.model, batch_size=args.batch_size, workers=args.workers)
     train_set = ClassificationDataset(data / "train_50", None, config.image_size, limit, config.workers)
@@ -210,17 +200,25 @@ def dlcv_classify(data: Path, args, limit: int) -> DlcvSide:
         image_size=config.image_size,
         label_smoothing=config.label_smoothing,
     )
-    data = DeviceTensorData(train_set, train_set, config.batch_size, config.seed, augment)
+    return on_device(task, config, train_set.images, train_set.labels, augment, int(train_set.images.shape[-1]))
+
+
+def on_device(task, config, images: torch.Tensor, targets: torch.Tensor, augment, size: int) -> DlcvSide:
+    """The training set held on the device as dlcv holds it; ``batches`` is its input pipeline alone."""
+    from dlcv.training.device_data import DeviceTrainingData
+
+    no_validation = DataLoader(range(0))
+    data = DeviceTrainingData(images, targets, no_validation, config.batch_size, config.seed, augment)
 
     def batches(device: torch.device):
         """What the step receives: index batches gathered from the on-device tensors, then augmented there."""
-        images, labels = train_set.images.to(device), train_set.labels.to(device)
+        on_device_images, on_device_targets = images.to(device), targets.to(device)
         while True:
             for indices in torch.randperm(len(images), device=device).split(config.batch_size):
                 if len(indices) == config.batch_size:
-                    yield augment(images[indices], labels[indices])
+                    yield augment(on_device_images[indices], on_device_targets[indices])
 
-    return DlcvSide(task, {"datamodule": data}, config, batches, int(train_set.images.shape[-1]))
+    return DlcvSide(task, {"datamodule": data}, config, batches, size)
 
 
 def dlcv_steps(task, fit_inputs, config, accelerator: str, steps: int) -> list[tuple[float, float]]:

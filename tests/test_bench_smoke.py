@@ -30,3 +30,20 @@ def test_eval_bench_smoke(tmp_path):
         assert run["median_wall_s"] > 0 and run["median_peak_tree_mib"] > 0
     assert report["runs"]["dlcv_large"]["masks"] == 2 * report["runs"]["dlcv_small"]["masks"]
     assert "identical" in done.stdout
+
+
+@pytest.mark.parametrize("task", ["segment", "classify"])
+def test_train_bench_smoke(tmp_path, task):
+    results = tmp_path / "train.json"
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "train_bench.py"), "--smoke", "--task", task, "--json", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(results.read_text())
+    for side in ("baseline", "dlcv"):
+        measured = report["results"][side]
+        assert measured["images_per_s"] > 0 and measured["pipeline_images_per_s"] > 0 and 0 < measured["mfu"] < 1
+    assert report["speedup"] > 0

@@ -59,27 +59,10 @@ def test_training_shares_cover_one_permutation_of_seed_and_epoch():
     assert len(merged) == 12 and set(merged) == set(range(11))  # one item twice, wrapping around
     assert shares(epoch=4) == first and shares(epoch=5) != first and shares(epoch=4, seed=8) != first
 
-    loader = training_loader(list(range(10)), fake_trainer(1, 0), seed=7, batch_size=4, item_seeds=True, epoch=2)
-    keys = list(loader.sampler)
-    assert sorted(index for index, _ in keys) == list(range(10))
-    assert keys == list(loader.sampler) and len({seed for _, seed in keys}) == 10
+    loader = training_loader(list(range(10)), fake_trainer(1, 0), seed=7, batch_size=4, epoch=2)
+    order = list(loader.sampler)
+    assert sorted(order) == list(range(10)) and order == list(loader.sampler)
     assert len(list(loader)) == 2  # drop_last: 10 items make two full batches of 4
-
-
-def test_each_item_draws_its_augmentation_from_its_own_seed():
-    from dlcv.training.sampling import SeededItems
-
-    class Noise(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return 3
-
-        def __getitem__(self, index: int) -> torch.Tensor:
-            return torch.rand(2) + index
-
-    items = SeededItems(Noise())
-    before = torch.random.get_rng_state()
-    assert torch.equal(items[(1, 42)], items[(1, 42)]) and not torch.equal(items[(1, 42)], items[(1, 43)])
-    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's generator is left alone
 
 
 def test_validation_shares_count_every_item_once():

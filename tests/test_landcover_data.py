@@ -75,3 +75,35 @@ def test_real_pairs_decode_on_palette(real_p2):
     dataset = LandCoverDataset(real_p2 / "validation", limit=8, workers=1)
     assert len(dataset) == 8 and dataset.images[0].shape == (3, 512, 512)
     assert {int(v) for m in dataset.masks for v in m.unique()} <= set(range(7))
+
+
+def test_pairs_of_one_size_are_held_as_one_tensor_and_mixed_sizes_as_lists(folder):
+    import torch
+
+    uniform = LandCoverDataset(folder, workers=1)
+    assert isinstance(uniform.images, torch.Tensor) and uniform.images.shape == (12, 3, 40, 40)
+    assert uniform.masks.shape == (12, 40, 40) and uniform.odd_size() is None
+    Image.open(folder / "0005_sat.jpg").resize((48, 40)).save(folder / "0005_sat.jpg")
+    Image.open(folder / "0005_mask.png").resize((48, 40), Image.NEAREST).save(folder / "0005_mask.png")
+    mixed = LandCoverDataset(folder, workers=1)
+    assert not mixed.uniform_size() and mixed.odd_size() == folder / "0005_sat.jpg"
+    assert mixed[5][0].shape == (3, 40, 48) and mixed[5][1].shape == (40, 48)
+
+
+def test_each_pair_of_a_batch_draws_its_own_augmentation():
+    import torch
+
+    # One picture (a bright corner, labelled 1) eight times: each copy must come out aligned with its
+    # mask, and the copies must differ (per-item crops, flips and turns, not one draw for the batch).
+    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    image[:, :8, :12] = 255
+    mask = (image[0] > 0).to(torch.uint8)
+    torch.manual_seed(0)
+    images, masks = landcover_train_transform(24, min_scale=0.5).each(
+        image.expand(8, -1, -1, -1), mask.expand(8, -1, -1)
+    )
+    assert images.shape == (8, 3, 24, 24) and masks.shape == (8, 24, 24) and masks.dtype == torch.int64
+    assert len({tuple(m.flatten().tolist()) for m in masks}) > 4
+    for out_image, out_mask in zip(images, masks, strict=True):
+        exact = (out_image[0] == 0) | (out_image[0] == 255)  # away from the blurred edge
+        assert torch.equal((out_image[0] == 255)[exact], (out_mask == 1)[exact])

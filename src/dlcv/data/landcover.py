@@ -54,7 +54,7 @@ def find_pairs(folder: str | Path) -> list[Pair]:
 
 @dataclass
 class DecodedPair:
-    image: np.ndarray  # H x W x 3 uint8
+    image: np.ndarray  # 3 x H x W uint8 (the layout of torch's image tensors)
     mask: np.ndarray  # H x W uint8 class indices
     off_palette: int
 
@@ -72,14 +72,16 @@ def decode_pair(pair: Pair, image_size: int | None = None, resize_mask: bool = T
         image = np.array(Image.fromarray(image).resize((image_size, image_size), Image.BILINEAR))
         if resize_mask:
             mask = np.array(Image.fromarray(mask).resize((image_size, image_size), Image.NEAREST))
-    return DecodedPair(image, mask, count_off_palette(mask_rgb))
+    return DecodedPair(np.ascontiguousarray(image.transpose(2, 0, 1)), mask, count_off_palette(mask_rgb))
 
 
 class LandCoverDataset(torch.utils.data.Dataset):
     """A land-cover folder decoded into memory; items are ``(image uint8 3xHxW, mask int64 HxW)``.
 
     ``image_size`` resizes images (and, with ``resize_masks``, masks) to a square once, at decode
-    time; validation keeps masks at full size so that it scores at the graders' resolution.
+    time; validation keeps masks at full size so that it scores at the graders' resolution. Pairs of
+    one size are held as two tensors (N x 3 x H x W images, N x H x W masks) that training moves to
+    its device whole; pairs of mixed sizes as lists.
     """
 
     def __init__(
@@ -88,15 +90,13 @@ class LandCoverDataset(torch.utils.data.Dataset):
         image_size: int | None = None,
         resize_masks: bool = True,
         limit: int | None = None,
-        transform=None,
         workers: int = 2,
     ) -> None:
         self.folder = Path(folder)
         self.pairs = find_pairs(self.folder)[:limit]
-        self.transform = transform
         decoded = _decode_all(self.pairs, image_size, resize_masks, workers)
-        self.images = [torch.from_numpy(d.image).permute(2, 0, 1).contiguous() for d in decoded]
-        self.masks = [torch.from_numpy(d.mask) for d in decoded]
+        self.images = _stack_if_uniform([d.image for d in decoded])
+        self.masks = _stack_if_uniform([d.mask for d in decoded])
         self.off_palette_masks = [p.mask for p, d in zip(self.pairs, decoded, strict=True) if d.off_palette]
         self.off_palette_pixels = sum(d.off_palette for d in decoded)
 
@@ -108,13 +108,19 @@ class LandCoverDataset(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.images[index], self.masks[index]
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        return image, mask.long()
+        return self.images[index], self.masks[index].long()
 
     def uniform_size(self) -> bool:
-        return len({tuple(m.shape) for m in self.masks}) <= 1 and len({tuple(i.shape) for i in self.images}) <= 1
+        return isinstance(self.images, torch.Tensor) and isinstance(self.masks, torch.Tensor)
+
+    def odd_size(self) -> Path | None:
+        """The first image (or mask) whose size differs from the first pair's; None when all agree."""
+        for pair, image, mask in zip(self.pairs, self.images, self.masks, strict=True):
+            if image.shape != self.images[0].shape:
+                return pair.image
+            if mask.shape != self.masks[0].shape:
+                return pair.mask
+        return None
 
     def plot(self, index: int, prediction: np.ndarray | None = None, title: str | None = None):
         """Image, ground truth and optionally a prediction side by side, with a class legend."""
@@ -136,6 +142,13 @@ class LandCoverDataset(torch.utils.data.Dataset):
         figure.legend(handles=mask_legend_handles(), loc="lower center", ncol=len(CLASS_NAMES), frameon=False)
         figure.suptitle(title or self.pairs[index].id)
         return figure
+
+
+def _stack_if_uniform(arrays: list[np.ndarray]) -> torch.Tensor | list[torch.Tensor]:
+    """One tensor when every array has the same shape (one copy), else a tensor per array."""
+    if len({array.shape for array in arrays}) == 1:
+        return torch.from_numpy(np.stack(arrays))
+    return [torch.from_numpy(array) for array in arrays]
 
 
 def _decode_star(args: tuple[Pair, int | None, bool]) -> DecodedPair:

@@ -33,7 +33,11 @@ class RandomRot90(v2.Transform):
 
 
 class JointTransform:
-    """Apply a v2 transform to an image and its mask with the same random parameters."""
+    """Apply a v2 transform to an image and its mask with the same random parameters.
+
+    Works on tensors wherever they lie: training calls :meth:`each` on batches already on the GPU,
+    so that no per-image work waits in CPU loader workers.
+    """
 
     def __init__(self, transform: v2.Transform) -> None:
         self.transform = transform
@@ -41,6 +45,11 @@ class JointTransform:
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+    def each(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every pair of a batch (N x 3 x H x W, N x H x W) with its own random parameters; int64 masks."""
+        pairs = [self(image, mask) for image, mask in zip(images, masks, strict=True)]
+        return torch.stack([image for image, _ in pairs]), torch.stack([mask for _, mask in pairs]).long()
 
 
 class RandomScaledCrop(v2.Transform):

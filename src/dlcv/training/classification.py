@@ -1,10 +1,8 @@
-"""Image classification as a Lightning task, with the data held and augmented on the training device.
+"""Image classification as a Lightning task, with the training set held and augmented on the training device.
 
-The data loaders yield only batches of indices; after Lightning moves a batch to the device,
-``DeviceTensorData.on_after_batch_transfer`` looks the images up in the uint8 tensors already
-there (moved once) and augments them with tensor ops. Under DDP each process takes its own share
-of an order drawn from (seed, epoch) (:mod:`dlcv.training.sampling`), and validation shares are not
-padded, so the confusion matrix summed across processes counts every image exactly once.
+The training images live in one uint8 tensor on the device (:mod:`dlcv.training.device_data`).
+Under DDP validation shares are not padded, so the confusion matrix summed across processes counts
+every image exactly once.
 """
 
 from __future__ import annotations
@@ -27,8 +25,8 @@ from dlcv.data.labels import write_label_csv
 from dlcv.errors import UserError
 from dlcv.metrics import accuracy_per_class
 from dlcv.models import get_entry
+from dlcv.training.device_data import DeviceTrainingData
 from dlcv.training.runner import BEST, LAST, RunSummary, check_run_dir, fit, is_launching_process
-from dlcv.training.sampling import LoaderData, training_loader
 from dlcv.training.task import Task, build_task
 
 log = logging.getLogger("dlcv")
@@ -68,50 +66,6 @@ class ClassificationTask(Task):
         self.log("val_acc", float(np.trace(confusion) / max(1, confusion.sum())), prog_bar=True)
         per_class = accuracy_per_class(confusion)
         self.log_dict(dict(zip(class_columns(len(confusion)), map(float, per_class), strict=True)))
-
-
-class DeviceTensorData(LoaderData):
-    """Training and validation sets as uint8 tensors on the training device; the loaders yield index batches.
-
-    The loaders are :mod:`dlcv.training.sampling`'s (an order drawn from (seed, epoch), each process
-    its share; validation unpadded); augmentation draws from the training process's generators,
-    which :class:`dlcv.training.callbacks.EpochSeed` reseeds every epoch.
-    """
-
-    def __init__(
-        self,
-        train: ClassificationDataset,
-        val: ClassificationDataset,
-        batch_size: int,
-        seed: int,
-        augment: BatchAugment,
-    ) -> None:
-        indices = (DataLoader(range(len(split)), batch_size=batch_size) for split in (train, val))
-        super().__init__(*indices, seed)
-        self.sets = {"train": train, "val": val}
-        self.augment = augment
-        self._on_device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def train_dataloader(self) -> DataLoader:
-        return training_loader(
-            self.train.dataset, self.trainer, self.seed, self.train.batch_size, epoch=self.first_epoch
-        )
-
-    def split_on(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The split's images and labels on ``device``, moved there on first use only."""
-        images, labels = self._on_device.get(split, (None, None))
-        if images is None or images.device != device:
-            images, labels = self.sets[split].images.to(device), self.sets[split].labels.to(device)
-            self._on_device[split] = (images, labels)
-        return images, labels
-
-    def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int):
-        training = self.trainer is not None and self.trainer.training
-        images, labels = self.split_on("train" if training else "val", batch.device)
-        batch_images, batch_labels = images[batch], labels[batch]
-        if training:
-            return self.augment(batch_images, batch_labels)
-        return batch_images, batch_labels
 
 
 def weight_ema(decay: float) -> Callback:
@@ -178,13 +132,21 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
     )
     if not resume and is_launching_process():
         (run_dir / VAL_PREDICTIONS).unlink(missing_ok=True)  # the run folder's other files go in fit()
+    data = DeviceTrainingData(
+        train_set.images,
+        train_set.labels,
+        DataLoader(val_set, batch_size=max(256, config.batch_size)),
+        config.batch_size,
+        config.seed,
+        augment,
+    )
     with warnings.catch_warnings():
-        # Batches are index tensors: worker processes would have nothing to do.
+        # Batches are index tensors, or validation images already in memory: workers would have nothing to do.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         summary = fit(
             task,
             config,
-            DeviceTensorData(train_set, val_set, config.batch_size, config.seed, augment),
+            data,
             None,
             monitor="val_acc",
             metric_columns=["train_loss", "val_acc", *class_columns(num_classes)],

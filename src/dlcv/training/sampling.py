@@ -1,17 +1,15 @@
-"""Which items each process reads, in which order, and with which random seed.
+"""Which items each process reads, and in which order.
 
-Everything random in a training epoch is a function of (seed, epoch, item): the order of the items
-and, through per-item seeds, each item's augmentation, whichever loader worker or process draws
-it. A run resumed after a kill therefore replays its epoch exactly. Under DDP each process takes
-its share; validation shares are not padded, so every validation item is counted exactly once.
+The order of a training epoch is a function of (seed, epoch) alone, and the augmentation drawn in
+the training process is reseeded from (seed, epoch, rank) (:class:`dlcv.training.callbacks.EpochSeed`):
+a run resumed after a kill replays its epoch exactly. Under DDP each process takes its share;
+validation shares are not padded, so every validation item is counted exactly once.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterator, Sized
-from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -28,62 +26,24 @@ def derived_seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's CPU generator, numpy and ``random`` seeded by ``seed``; the caller's
-    states come back after."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-
-
-class SeededItems(Dataset):
-    """A data set read by ``(index, seed)`` keys: each item's random transforms draw from its own seed."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        with seeded(seed):
-            return self.dataset[index]
-
-
 class EpochOrder(DistributedSampler):
     """This process's share of a permutation drawn from (seed, epoch), padded by wrapping around so that
     every process takes the same number of steps (DDP needs it).
 
     Lightning sets the epoch (``set_epoch``) before each epoch's iterator is created, except for the
     first epoch of a resumed run, whose iterator it creates before restoring the loops: that epoch
-    is given at construction. With ``item_seeds`` the sampler yields ``(index, seed)`` keys for
-    :class:`SeededItems`.
+    is given at construction.
     """
 
-    def __init__(
-        self, dataset: Sized, num_replicas: int, rank: int, seed: int, item_seeds: bool = False, epoch: int = 0
-    ) -> None:
+    def __init__(self, dataset: Sized, num_replicas: int, rank: int, seed: int, epoch: int = 0) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, seed=seed)
-        self.item_seeds = item_seeds
         self.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[Any]:
         generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
         order = torch.randperm(len(self.dataset), generator=generator).tolist()
         order = (order * math.ceil(self.total_size / max(1, len(order))))[: self.total_size]
-        share = order[self.rank : self.total_size : self.num_replicas]
-        if self.item_seeds:
-            return iter([(index, derived_seed(self.seed, self.epoch, index)) for index in share])
-        return iter(share)
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 def training_loader(
@@ -92,22 +52,17 @@ def training_loader(
     seed: int,
     batch_size: int,
     drop_last: bool = True,
-    item_seeds: bool = False,
     epoch: int = 0,
     **options: Any,
 ) -> DataLoader:
     """A training loader in :class:`EpochOrder`; ``drop_last`` only where a process has more than a batch.
 
-    ``item_seeds`` seeds each item's transforms (for per-item augmentation, in worker processes or
-    not); loaders whose augmentation runs on whole batches in the training process leave it off:
-    :class:`dlcv.training.callbacks.EpochSeed` reseeds that process every epoch. The loader has
-    its own generator, so creating its iterator draws nothing from the global one. ``epoch`` is the
-    first epoch this fit() runs (see :class:`EpochOrder`); it matters to loaders with workers,
-    which draw their first batches as soon as Lightning creates the iterator.
+    The loader has its own generator, so creating its iterator draws nothing from the global one.
+    ``epoch`` is the first epoch this fit() runs (see :class:`EpochOrder`).
     """
-    order = EpochOrder(dataset, trainer.world_size, trainer.global_rank, seed, item_seeds, epoch)
+    order = EpochOrder(dataset, trainer.world_size, trainer.global_rank, seed, epoch)
     return DataLoader(
-        SeededItems(dataset) if item_seeds else dataset,
+        dataset,
         batch_size=batch_size,
         sampler=order,
         drop_last=drop_last and order.num_samples > batch_size,
@@ -163,7 +118,6 @@ class LoaderData(L.LightningDataModule):
             self.seed,
             train.batch_size,
             train.drop_last,
-            item_seeds=True,
             epoch=self.first_epoch,
             **loader_options(train),
         )

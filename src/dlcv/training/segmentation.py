@@ -1,8 +1,14 @@
-"""Land-cover segmentation as a Lightning task, and the training entry point behind the CLI."""
+"""Land-cover segmentation as a Lightning task, and the training entry point behind the CLI.
+
+The training pairs live as uint8 tensors on the training device, and each batch is zoomed, cropped,
+flipped and turned there by torchvision's v2 transforms (:mod:`dlcv.training.device_data`).
+Validation reads the pairs from memory at their full size, so it scores at the graders' resolution.
+"""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -22,6 +28,7 @@ from dlcv.errors import UserError
 from dlcv.files import atomic_path
 from dlcv.metrics import iou_per_class
 from dlcv.models import get_entry
+from dlcv.training.device_data import DeviceTrainingData
 from dlcv.training.losses import SegmentationLoss, class_weight_vector, parse_loss
 from dlcv.training.runner import RunSummary, check_run_dir, fit
 from dlcv.training.task import Task, build_task
@@ -151,8 +158,10 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
                 dataset.folder,
                 dataset.off_palette_masks[0],
             )
-    crop = config.crop_size or config.image_size or min(min(image.shape[-2:]) for image in train_set.images)
-    train_set.transform = landcover_train_transform(crop, config.min_scale, scale_range)
+    if not train_set.uniform_size():
+        raise UserError(f"{train_set.odd_size()}: not the size of the other training pairs; pass --image-size")
+    crop = config.crop_size or config.image_size or min(train_set.images.shape[-2:])
+    augment = landcover_train_transform(crop, config.min_scale, scale_range).each
 
     task = build_task(
         SegmentationTask,
@@ -163,24 +172,18 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
         loss=config.loss,
         class_weights=class_weights,
     )
-    persistent = config.workers > 0
-    train_loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=len(train_set) > config.batch_size,
-        num_workers=config.workers,
-        persistent_workers=persistent,
-        pin_memory=torch.cuda.is_available(),
-    )
     val_loader = DataLoader(val_set, batch_size=config.batch_size if val_set.uniform_size() else 1, num_workers=0)
-    return fit(
-        task,
-        config,
-        train_loader,
-        val_loader,
-        monitor="val_miou",
-        metric_columns=["train_loss", "val_miou", *IOU_COLUMNS],
-        resume=resume,
-        callbacks=[MaskSnapshots(val_set, list(config.snapshot_ids), run_dir / "snapshots")],
-    )
+    data = DeviceTrainingData(train_set.images, train_set.masks, val_loader, config.batch_size, config.seed, augment)
+    with warnings.catch_warnings():
+        # Batches are index tensors, or validation pairs already in memory: workers would have nothing to do.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        return fit(
+            task,
+            config,
+            data,
+            None,
+            monitor="val_miou",
+            metric_columns=["train_loss", "val_miou", *IOU_COLUMNS],
+            resume=resume,
+            callbacks=[MaskSnapshots(val_set, list(config.snapshot_ids), run_dir / "snapshots")],
+        )
