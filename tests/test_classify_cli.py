@@ -269,8 +269,8 @@ def test_strong_augmentation_and_ema(classification_dir, tiny_config, tmp_path, 
     assert len(read_rows(run / "val_predictions.csv")) == 12
     import torch
 
-    checkpoint = torch.load(run / "best.ckpt", map_location="cpu", weights_only=True)
-    assert "current_model_state" in checkpoint  # the averaged weights are the saved ones
+    checkpoint = torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)
+    assert "current_model_state" in checkpoint  # the averaged weights are the saved ones (best.ckpt: test_run_folder)
 
 
 def copy_set(source: Path, target: Path) -> Path:

@@ -1,7 +1,8 @@
-"""Nothing lost: exact resume after kill -9, atomic checkpoints, determinism, and the guard rails."""
+"""Nothing lost: exact resume after kill -9 or Ctrl-C, atomic checkpoints, determinism, and the guard rails."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
@@ -19,8 +20,9 @@ import yaml
 from dlcv.training.segmentation import SegmentationTask
 from tests.conftest import run_cli
 
-#: 8 training pairs at batch size 4: an epoch is 2 steps.
-TRAIN_ARGS = ["--model", "fcn32s", "--epochs", "2", "--batch-size", "4", "--lr", "0.01"]
+#: 8 training pairs at batch size 1: an epoch is 8 steps, so that a signal sent after the first step of
+#: an epoch lands before its end, even on a busy machine.
+TRAIN_ARGS = ["--model", "fcn32s", "--epochs", "2", "--batch-size", "1", "--lr", "0.01"]
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +68,10 @@ def same_weights(a: Path, b: Path) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
-def kill_when_printed(process: subprocess.Popen, pattern: bytes, timeout: float = 300) -> bytes:
-    """SIGKILL ``process`` as soon as its stdout matches ``pattern``; what it printed."""
+def kill_when_printed(
+    process: subprocess.Popen, pattern: bytes, timeout: float = 300, sig: signal.Signals = signal.SIGKILL
+) -> bytes:
+    """Send ``sig`` to ``process`` as soon as its stdout matches ``pattern``; what it printed."""
     seen, deadline = b"", time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
@@ -77,8 +81,8 @@ def kill_when_printed(process: subprocess.Popen, pattern: bytes, timeout: float 
             chunk = os.read(process.stdout.fileno(), 65536)
             assert chunk, f"the run ended before {pattern!r}; printed: {seen[-400:]!r}"
             seen += chunk
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(sig)
+    process.wait(timeout=timeout)
     return seen
 
 
@@ -87,7 +91,7 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(uninterrupt
     command = [sys.executable, "-m", "dlcv", *train_argv(data, config, run)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     # Lightning's progress bar reports each finished step: kill after step 1 of 2 of epoch 1.
-    kill_when_printed(process, rb"Epoch 1: +\d+%\|[^|]*\| 1/2")
+    kill_when_printed(process, rb"Epoch 1: +\d+%\|[^|]*\| 1/8")
     assert process.returncode == -signal.SIGKILL
     lines = (run / "metrics.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines] == ["epoch", "0"]  # killed inside epoch 1
@@ -98,6 +102,51 @@ def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(uninterrupt
     assert (run / "metrics.csv").read_bytes() == (uninterrupted / "metrics.csv").read_bytes()
     assert same_weights(run / "last.ckpt", uninterrupted / "last.ckpt")
     assert not list(run.glob(".*.tmp"))
+
+
+def ctrl_c_when_printed(argv: list, pattern: bytes, stderr: Path) -> tuple[int, list[str]]:
+    """Run ``dlcv argv`` in a subprocess and press Ctrl-C (SIGINT) once its stdout matches ``pattern``;
+    (exit status, the lines of its stderr), which must hold no traceback."""
+    with stderr.open("wb") as err:
+        command = [sys.executable, "-m", "dlcv", *map(str, argv)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err)
+        kill_when_printed(process, pattern, sig=signal.SIGINT)
+    text = stderr.read_text()
+    assert "Traceback" not in text, text
+    return process.returncode, text.splitlines()
+
+
+def test_ctrl_c_mid_epoch_exits_130_with_one_line_then_resume_ends_like_an_uninterrupted_run(
+    uninterrupted, data, config, tmp_path, capsys
+):
+    run = tmp_path / "interrupted"
+    status, err = ctrl_c_when_printed(train_argv(data, config, run), rb"Epoch 1: +\d+%\|[^|]*\| 1/8", tmp_path / "err")
+    assert status == 130
+    assert [line for line in err if line.startswith("interrupted")] == err[-1:]
+    assert err[-1] == f"interrupted: {run / 'last.ckpt'} holds the last finished epoch; --resume continues"
+    assert [row["epoch"] for row in history(run / "last.ckpt")] == [0]
+    assert not (run / "run.json").exists()  # run.json describes finished runs only
+
+    status, out, err = run_cli(capsys, "segment", "train", "--out", run, "--resume")
+    assert status == 0, err
+    assert (run / "metrics.csv").read_bytes() == (uninterrupted / "metrics.csv").read_bytes()
+    assert same_weights(run / "last.ckpt", uninterrupted / "last.ckpt")
+    # The run's time is the interrupted session's (up to last.ckpt) plus the resumed one's.
+    session = float(re.search(r"wall time: ([\d.]+) s", out).group(1))
+    record = json.loads((run / "run.json").read_text())
+    assert record["epochs"] == 2 and record["wall_s"] > session + 0.5
+
+
+def test_ctrl_c_stops_classification_training_the_same_way(tmp_path):
+    from dlcv.data.synthetic import make_classification_set
+
+    data = make_classification_set(tmp_path / "data", classes=3, per_class=8, size=16, seed=2, val_per_class=2)
+    run = tmp_path / "run"
+    argv = ["classify", "train", "--data", data, "--out", run, "--model", "resnet20_cifar", "--device", "cpu"]
+    argv += ["--workers", "0", "--batch-size", "8", "--epochs", "50"]
+    status, err = ctrl_c_when_printed(argv, rb"Epoch 1: ", tmp_path / "err")
+    assert status == 130
+    assert err[-1].startswith(f"interrupted: {run / 'last.ckpt'} holds the last finished epoch")
 
 
 def test_same_seed_same_metrics_and_deterministic_flag(uninterrupted, data, config, tmp_path, capsys, monkeypatch):
@@ -173,7 +222,7 @@ def poison_loss(self, batch, batch_idx):
 
 def poison_weights(self, outputs, batch, batch_idx):
     """A weight becomes infinite after epoch 1's last step, though every loss was finite."""
-    if self.current_epoch == 1 and batch_idx == 1:
+    if self.current_epoch == 1 and batch_idx == self.trainer.num_training_batches - 1:
         with torch.no_grad():
             next(self.model.parameters()).view(-1)[0] = float("inf")
 
@@ -287,7 +336,7 @@ def test_classification_resumes_exactly_after_a_crash_mid_epoch(tmp_path, capsys
         pass
 
     def crash(self, outputs, batch, batch_idx):
-        if self.current_epoch == 1 and batch_idx == 1:
+        if self.current_epoch == 1 and batch_idx == self.trainer.num_training_batches - 1:
             raise Crash
 
     with monkeypatch.context() as patch:

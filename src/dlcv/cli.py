@@ -60,6 +60,14 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
 
+def _add_checkpoint_options(parser: argparse.ArgumentParser, output: str) -> None:
+    """What every command that runs a trained model on a folder of images takes."""
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--input", required=True, help="folder of images")
+    parser.add_argument("--output", required=True, help=output)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
 def _resolve_train_config(cls, args: argparse.Namespace):
     import dataclasses
 
@@ -154,10 +162,7 @@ def _add_segment(commands) -> None:
     train.set_defaults(handler=_segment_train)
 
     predict = segment.add_parser("predict", help="write NNNN_mask.png for each image of a folder")
-    predict.add_argument("--checkpoint", required=True)
-    predict.add_argument("--input", required=True, help="folder of images")
-    predict.add_argument("--output", required=True, help="folder for the masks")
-    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_checkpoint_options(predict, "folder for the masks")
     predict.add_argument("--batch-size", type=int, default=4)
     predict.add_argument(
         "--tta",
@@ -241,10 +246,7 @@ def _add_classify(commands) -> None:
     train.set_defaults(handler=_classify_train)
 
     predict = classify.add_parser("predict", help="write the graders' CSV (image_id,label) for a folder of images")
-    predict.add_argument("--checkpoint", required=True)
-    predict.add_argument("--input", required=True, help="folder of images")
-    predict.add_argument("--output", required=True, help="CSV file to write")
-    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_checkpoint_options(predict, "CSV file to write")
     predict.add_argument("--batch-size", type=int, default=256)
     predict.set_defaults(handler=_classify_predict)
 
@@ -255,12 +257,9 @@ def _add_classify(commands) -> None:
     evaluate.set_defaults(handler=_classify_eval)
 
     tsne = classify.add_parser("tsne", help="t-SNE figure of one layer's features (and its points as CSV)")
-    tsne.add_argument("--checkpoint", required=True)
-    tsne.add_argument("--input", required=True, help="folder of images")
-    tsne.add_argument("--output", required=True, help="PNG file to write; the points go beside it as .csv")
+    _add_checkpoint_options(tsne, "PNG file to write; the points go beside it as .csv")
     tsne.add_argument("--layer", help="module name (default: the model's penultimate layer)")
     tsne.add_argument("--gt", help="labels from this folder or CSV instead of the file names")
-    tsne.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     tsne.set_defaults(handler=_classify_tsne)
 
     confusion = classify.add_parser("confusion", help="the confusion matrix of a predictions CSV as a figure")
@@ -314,7 +313,7 @@ def _reproduce(args: argparse.Namespace) -> None:
 def _results_publish(args: argparse.Namespace) -> None:
     from dlcv.results import publish
 
-    added, table, markdown = publish(args.files, args.docs)
+    added, table, markdown = publish(args.sources, args.docs)
     print(f"added {added} rows to {table}; rendered {markdown}")
 
 
@@ -357,8 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.set_defaults(handler=_reproduce)
 
     results = commands.add_parser("results", help="published results").add_subparsers(dest="command", required=True)
-    publish = results.add_parser("publish", help="append results.csv files to DOCS/results.csv, render RESULTS.md")
-    publish.add_argument("files", nargs="*", metavar="RESULTS_CSV", help="results.csv files written by reproduce")
+    publish = results.add_parser(
+        "publish", help="append results.csv files and finished run folders to DOCS/results.csv, render RESULTS.md"
+    )
+    publish.add_argument(
+        "sources",
+        nargs="*",
+        metavar="RESULTS_CSV|RUN_DIR",
+        help="results.csv files written by reproduce, or run folders (run.json + config.yaml: one row each)",
+    )
     publish.add_argument("--docs", default="docs", help="folder of results.csv and RESULTS.md (default: docs)")
     publish.set_defaults(handler=_results_publish)
     return parser
@@ -377,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C: the shell's status for SIGINT, one line, no traceback
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
     return 0

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from dlcv.config import ClassifyConfig, SegmentConfig, TrainConfig, read_yaml, resolve_config
 from dlcv.errors import UserError
-from dlcv.results import RESULTS_CSV, Result, device_label, source_commit, today, write_results
+from dlcv.results import RESULTS_CSV, run_result, write_results
 
 REPORT_HTML = "report.html"
 
@@ -109,8 +109,8 @@ def _check_fresh(configs: list[tuple[Experiment, TrainConfig]], overwrite: bool)
             raise UserError(f"{config.out}: already holds a run ({', '.join(present)}); pass --overwrite to replace it")
 
 
-def _score(experiment: Experiment, config: TrainConfig, run_dir: Path, predictions: Path) -> tuple[str, float, str]:
-    """(metric, value, what) of the run's best checkpoint on the whole validation set, as the graders score it."""
+def _score(experiment: Experiment, config: TrainConfig, run_dir: Path, predictions: Path) -> tuple[float, str]:
+    """(value, what) of the run's best checkpoint on the whole validation set, as the graders score it."""
     if experiment.task == "segment":
         from dlcv.metrics import evaluate_mask_folders
         from dlcv.predict import predict_masks
@@ -118,7 +118,7 @@ def _score(experiment: Experiment, config: TrainConfig, run_dir: Path, predictio
         validation = Path(config.data) / "validation"
         predict_masks(run_dir / "best.ckpt", validation, predictions, device=config.device, workers=0)
         score = evaluate_mask_folders(predictions, validation)
-        return "miou", score.miou, f"mIoU {score.miou:.4f} on {score.images} validation pairs"
+        return score.miou, f"mIoU {score.miou:.4f} on {score.images} validation pairs"
     from dlcv.data.classification import classification_dirs
     from dlcv.metrics import evaluate_label_csv
     from dlcv.report.classification import TSNE_CSV, VAL_PREDICTIONS
@@ -128,7 +128,7 @@ def _score(experiment: Experiment, config: TrainConfig, run_dir: Path, predictio
     score = evaluate_label_csv(run_dir / VAL_PREDICTIONS, val_csv or val_dir)
     # The report's t-SNE, kept in the run folder (the report draws it from the CSV).
     write_tsne(run_dir / "best.ckpt", val_dir, (run_dir / TSNE_CSV).with_suffix(".png"), truth=val_csv or val_dir)
-    return "accuracy", score.accuracy, f"accuracy {100 * score.accuracy:.2f}% = {score.correct}/{score.total}"
+    return score.accuracy, f"accuracy {100 * score.accuracy:.2f}% = {score.correct}/{score.total}"
 
 
 def run_reproduce(
@@ -154,29 +154,15 @@ def run_reproduce(
     configs = experiment_configs(data, out, quick, weights, device, presets)
     _check_fresh(configs, overwrite)
     train = {"classify": train_classification, "segment": train_segmentation}
-    started, commit, results = time.perf_counter(), source_commit(), []
+    started, results = time.perf_counter(), []
     for experiment, config in configs:
         scale = f"{config.epochs} epochs{', quick' if quick else ''}"
         yield f"training {experiment.name} ({experiment.model}) on {config.data} ({scale})"
         summary = train[experiment.task](config, overwrite=overwrite)
-        metric, value, what = _score(experiment, config, summary.run_dir, out / "predictions" / experiment.name)
+        value, what = _score(experiment, config, summary.run_dir, out / "predictions" / experiment.name)
         yield f"{experiment.name}: {what} (best.ckpt; trained in {summary.wall_s:.0f} s)"
-        results.append(
-            Result(
-                task=experiment.task,
-                model=config.model,
-                weights=Path(config.weights).name,
-                split="validation",
-                metric=metric,
-                value=round(value, 6),
-                epochs=summary.epochs,
-                wall_s=round(summary.wall_s, 1),
-                device=device_label(config.device),
-                command=command,
-                commit=commit,
-                date=today(),
-            )
-        )
+        # The run's own record (run.json, config.yaml), with the graders' score and this command.
+        results.append(replace(run_result(summary.run_dir), value=round(value, 6), command=command))
     yield f"report: {write_report([config.out for _, config in configs], out / REPORT_HTML)}"
     yield f"results: {write_results(out / RESULTS_CSV, results)}"
     yield f"done in {time.perf_counter() - started:.0f} s"

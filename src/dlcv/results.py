@@ -1,9 +1,10 @@
 """Published results: ``results.csv`` rows (one per measured number) and the RESULTS.md made from them.
 
 Every number dlcv publishes was run by a command, on a device, at a commit: a row keeps all of it,
-so it can be checked and repeated. ``dlcv reproduce`` writes the rows of its runs; ``dlcv results
-publish`` appends them to ``docs/results.csv`` and renders ``docs/RESULTS.md`` beside the course
-report's own numbers.
+so it can be checked and repeated. Every finished training run records this in ``RUN/run.json``;
+``dlcv reproduce`` writes the rows of its runs; ``dlcv results publish`` appends rows (from
+results.csv files or run folders) to ``docs/results.csv`` and renders ``docs/RESULTS.md`` beside the
+course report's own numbers.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from __future__ import annotations
 import csv
 import datetime
 import io
+import json
 import subprocess
-from dataclasses import asdict, dataclass, fields
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
+from dlcv.config import CONFIG_NAME, read_yaml
 from dlcv.errors import UserError
-from dlcv.files import write_text_atomic
+from dlcv.files import write_csv_atomic, write_text_atomic
 
-RESULTS_CSV, RESULTS_MD = "results.csv", "RESULTS.md"
+RESULTS_CSV, RESULTS_MD, RUN_JSON = "results.csv", "RESULTS.md", "run.json"
+#: The score each task publishes (its runs' monitored validation score).
+METRICS = {"classify": "accuracy", "segment": "miou"}
 
 
 @dataclass(frozen=True)
@@ -60,44 +65,91 @@ REFERENCES = (
 )
 
 
-def source_commit() -> str:
+def source_commit() -> str | None:
     """``git rev-parse --short HEAD`` of the checkout dlcv runs from, ``-dirty`` when its files differ from that
-    commit (changed, or new and not ignored); ``unknown`` for an installed copy."""
+    commit (changed, or new and not ignored); None for an installed copy, or where git is missing or fails."""
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
-        return "unknown"
+        return None
 
     def git(*argv: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *argv], capture_output=True, text=True, timeout=30).stdout
+        command = ["git", "-C", str(root), *argv]
+        return subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout.strip()
 
     try:
-        commit = git("rev-parse", "--short", "HEAD").strip()
-        dirty = bool(git("status", "--porcelain").strip())
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = bool(git("status", "--porcelain"))
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit}-dirty" if commit and dirty else commit or "unknown"
-
-
-def device_label(device: str) -> str:
-    """What a run on ``device`` (auto | cpu | cuda) ran on: ``cpu`` or the GPU's name."""
-    import torch
-
-    from dlcv.training.runner import accelerator_for
-
-    return torch.cuda.get_device_name() if accelerator_for(device) == "gpu" else "cpu"
+        return None
+    return f"{commit}-dirty" if commit and dirty else commit or None
 
 
 def today() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
 
 
+def write_run_record(
+    run_dir: str | Path,
+    task: str,
+    command: str,
+    wall_s: float,
+    epochs: int,
+    device: str,
+    monitor: str,
+    best_score: float | None,
+) -> Path:
+    """``RUN/run.json``: how a finished run was made (command, commit, date, device, time, best score)."""
+    record = {
+        "task": task,
+        "command": command,
+        "commit": source_commit(),
+        "date": today(),
+        "wall_s": round(wall_s, 1),
+        "epochs": epochs,
+        "device": device,
+        "monitor": monitor,
+        "best_score": best_score,
+    }
+    path = Path(run_dir) / RUN_JSON
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def run_result(run_dir: str | Path) -> Result:
+    """The row of a finished run folder (its run.json and config.yaml): the best validation score it kept."""
+    run_dir = Path(run_dir)
+    try:
+        record = json.loads((run_dir / RUN_JSON).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{run_dir}: not a finished run folder (no {RUN_JSON})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{run_dir / RUN_JSON}: not readable ({exc})") from None
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise UserError(f"{run_dir}: not a run folder (no {CONFIG_NAME})")
+    config = read_yaml(run_dir / CONFIG_NAME)
+    if record.get("best_score") is None:
+        raise UserError(f"{run_dir / RUN_JSON}: the run has no validation score to publish")
+    try:
+        return Result(
+            task=record["task"],
+            model=str(config["model"]),
+            weights=Path(str(config["weights"])).name,
+            split="validation",
+            metric=METRICS[record["task"]],
+            value=round(float(record["best_score"]), 6),
+            epochs=int(record["epochs"]),
+            wall_s=float(record["wall_s"]),
+            device=record["device"],
+            command=record["command"],
+            commit=record["commit"] or "unknown",
+            date=record["date"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{run_dir}: {RUN_JSON} or {CONFIG_NAME} lacks or garbles {exc}") from None
+
+
 def write_results(path: str | Path, results: list[Result]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(asdict(r) for r in results)
-    write_text_atomic(path, buffer.getvalue())
-    return Path(path)
+    return write_csv_atomic(path, COLUMNS, (astuple(r) for r in results))
 
 
 def read_results(path: str | Path) -> list[Result]:
@@ -130,15 +182,20 @@ def read_results(path: str | Path) -> list[Result]:
     return results
 
 
-def publish(sources: list[str | Path], docs: str | Path) -> tuple[int, Path, Path]:
-    """Append the rows of ``sources`` that ``docs/results.csv`` lacks, then render ``docs/RESULTS.md``.
+def _source_rows(source: Path) -> list[Result]:
+    return [run_result(source)] if source.is_dir() else read_results(source)
 
-    Returns (rows added, the CSV, the Markdown). Publishing the same file twice adds nothing.
+
+def publish(sources: list[str | Path], docs: str | Path) -> tuple[int, Path, Path]:
+    """Append the rows of ``sources`` (results.csv files, or run folders: a row each) that ``docs/results.csv``
+    lacks, then render ``docs/RESULTS.md``.
+
+    Returns (rows added, the CSV, the Markdown). Publishing the same source twice adds nothing.
     """
     docs = Path(docs)
     table = docs / RESULTS_CSV
     rows = read_results(table) if table.is_file() else []
-    incoming = [row for source in sources for row in read_results(source)]
+    incoming = [row for source in map(Path, sources) for row in _source_rows(source)]
     added = [row for row in dict.fromkeys(incoming) if row not in rows]
     rows += added
     write_results(table, rows)

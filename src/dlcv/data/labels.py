@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dlcv.data.images import list_images
 from dlcv.errors import UserError
-from dlcv.files import write_text_atomic
+from dlcv.files import write_csv_atomic
 
 #: Accepted first columns of a label CSV; predictions are written with ``image_id``, the graders' header.
 NAME_COLUMNS = ("filename", "image_id")
@@ -92,8 +92,4 @@ def match_names(have: Iterable[str], want: Iterable[str], have_source: str | Pat
 
 def write_label_csv(path: str | Path, names: Sequence[str], labels: Iterable[int]) -> None:
     """The graders' format: header ``image_id,label``, one row per image, sorted by file name; atomically."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(PREDICTION_HEADER)
-    writer.writerows(sorted(zip(names, (int(label) for label in labels), strict=True)))
-    write_text_atomic(path, buffer.getvalue())
+    write_csv_atomic(path, PREDICTION_HEADER, sorted(zip(names, (int(label) for label in labels), strict=True)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dlcv.errors import UserError
-from dlcv.files import write_text_atomic
+from dlcv.files import write_csv_atomic
 from dlcv.training.sampling import derived_seed
 
 
@@ -57,11 +55,7 @@ class MetricsHistory(Callback):
             row[column] = float(value) if value is not None else math.nan
         self.rows = [r for r in self.rows if r["epoch"] < trainer.current_epoch] + [row]
         if trainer.is_global_zero:
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(self.rows)
-            write_text_atomic(self.path, buffer.getvalue())
+            write_csv_atomic(self.path, self.columns, ([row[column] for column in self.columns] for row in self.rows))
 
     def state_dict(self) -> dict:
         return {"rows": self.rows}

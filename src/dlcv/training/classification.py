@@ -147,7 +147,6 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
             task,
             config,
             data,
-            None,
             monitor="val_acc",
             metric_columns=["train_loss", "val_acc", *class_columns(num_classes)],
             resume=resume,

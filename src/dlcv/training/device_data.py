@@ -13,17 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from dlcv.training.sampling import LoaderData, training_loader
+from dlcv.training.sampling import training_loader, validation_loader
 
 #: ``augment(images, targets) -> (images, targets)``: a batch gathered on the device, augmented there.
 BatchAugmentation = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class DeviceTrainingData(LoaderData):
-    """``images`` (uint8 N x C x H x W) and ``targets`` (labels or masks) moved to the device on first use."""
+class DeviceTrainingData(L.LightningDataModule):
+    """``images`` (uint8 N x C x H x W) and ``targets`` (labels or masks) moved to the device on first use;
+    ``val`` a plain loader, served again as this process's unpadded share."""
 
     def __init__(
         self,
@@ -34,14 +36,25 @@ class DeviceTrainingData(LoaderData):
         seed: int,
         augment: BatchAugmentation,
     ) -> None:
-        super().__init__(DataLoader(range(len(images)), batch_size=batch_size), val, seed)
-        self.images, self.targets = images, targets
-        self.augment = augment
+        super().__init__()
+        self.images, self.targets, self.val = images, targets, val
+        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.first_epoch = 0
 
     def train_dataloader(self) -> DataLoader:
         return training_loader(
-            self.train.dataset, self.trainer, self.seed, self.train.batch_size, epoch=self.first_epoch
+            range(len(self.images)), self.trainer, self.seed, self.batch_size, epoch=self.first_epoch
         )
+
+    def val_dataloader(self) -> DataLoader:
+        return validation_loader(self.val.dataset, self.trainer, self.val.batch_size, num_workers=self.val.num_workers)
+
+    def state_dict(self) -> dict[str, int]:
+        # The epoch Lightning will run first when it resumes from this checkpoint.
+        return {"first_epoch": self.trainer.fit_loop.epoch_progress.current.processed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.first_epoch = int(state_dict.get("first_epoch", 0))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.trainer is None or not self.trainer.training:

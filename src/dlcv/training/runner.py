@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import signal
+import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,26 +18,42 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch.utils.data import DataLoader
 
 from dlcv.config import CONFIG_NAME, TrainConfig, config_to_yaml
 from dlcv.errors import UserError
 from dlcv.files import atomic_path, write_text_atomic
+from dlcv.models import get_entry
 from dlcv.models.describe import describe_module
+from dlcv.results import RUN_JSON, write_run_record
 from dlcv.training.callbacks import EpochSeed, FiniteLossGuard, MetricsHistory
-from dlcv.training.sampling import LoaderData
 
 BEST, LAST, METRICS, ARCHITECTURE = "best.ckpt", "last.ckpt", "metrics.csv", "architecture.txt"
 #: Files whose presence means a folder already holds a run.
-RUN_MARKERS = (CONFIG_NAME, BEST, LAST, METRICS, ARCHITECTURE)
+RUN_MARKERS = (CONFIG_NAME, BEST, LAST, METRICS, ARCHITECTURE, RUN_JSON)
+#: What a checkpoint kept for its weights holds: the keys of Lightning's own weights-only checkpoints
+#: (less the data module's state).
+WEIGHTS_ONLY_KEYS = frozenset(
+    ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "hyper_parameters", "hparams_name")
+)
 #: Environment variables by which launchers (Lightning's own, torchrun, SLURM) give a process its rank or node.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temporary file and rename: a kill mid-write leaves the old one whole."""
+    """Write checkpoints to a temporary file and rename: a kill mid-write leaves the old one whole.
+
+    Checkpoints named in ``weights_only`` keep :data:`WEIGHTS_ONLY_KEYS` alone (no optimiser or callback
+    state: resuming reads another). Trimmed here rather than by ModelCheckpoint's save_weights_only, which
+    skips the callbacks' on_save_checkpoint, where WeightAveraging (--ema) puts the averaged weights.
+    """
+
+    def __init__(self, weights_only: Collection[str] = ()) -> None:
+        super().__init__()
+        self.weights_only = frozenset(weights_only)
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        if Path(path).name in self.weights_only:
+            checkpoint = {key: value for key, value in checkpoint.items() if key in WEIGHTS_ONLY_KEYS}
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
@@ -46,8 +65,12 @@ class RunSummary:
     best_score: float | None
     best_checkpoint: Path
     epochs: int
-    wall_s: float
+    wall_s: float  # this session's; run.json keeps the whole run's
     is_global_zero: bool = True  # False in the other processes of a multi-process run
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; last.ckpt holds the last finished epoch."""
 
 
 def is_launching_process() -> bool:
@@ -99,9 +122,40 @@ class _RunFolder(Callback):
             return
         if self.fresh:
             clear_run_dir(self.run_dir)
+        (self.run_dir / RUN_JSON).unlink(missing_ok=True)  # run.json describes a finished run only
         remove_stale_temporaries(self.run_dir)
         for name, text in self.files.items():
             write_text_atomic(self.run_dir / name, text)
+
+
+class _RunTime(Callback):
+    """The run's training time across resumes: kept in every checkpoint, so a resumed run (even after a
+    kill) adds its own time to what last.ckpt recorded."""
+
+    def __init__(self) -> None:
+        self.started, self.earlier = time.perf_counter(), 0.0
+
+    def session_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def total_s(self) -> float:
+        return self.earlier + self.session_s()
+
+    def state_dict(self) -> dict[str, float]:
+        return {"wall_s": self.total_s()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.earlier = float(state_dict["wall_s"])
+
+
+class _CtrlC(Callback):
+    """Tells Ctrl-C apart from other ends: Lightning answers it with a graceful shutdown and sys.exit(1)."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.pressed = isinstance(exception, KeyboardInterrupt)
 
 
 def accelerator_for(device: str) -> str:
@@ -114,6 +168,11 @@ def accelerator_for(device: str) -> str:
     if device == "cpu":
         return "cpu"
     raise UserError(f"--device {device}: choose auto, cpu or cuda")
+
+
+def device_name(accelerator: str) -> str:
+    """What a run reports it ran on: the GPU's name, or ``cpu``."""
+    return torch.cuda.get_device_name() if accelerator == "gpu" else "cpu"
 
 
 def precision_for(config: TrainConfig, accelerator: str) -> str:
@@ -142,24 +201,23 @@ def out_of_memory_message(batch_size: int) -> str:
 def fit(
     task: L.LightningModule,
     config: TrainConfig,
-    train_loader: DataLoader | L.LightningDataModule,
-    val_loader: DataLoader | None,
+    data: L.LightningDataModule,
     monitor: str,
     metric_columns: list[str],
     resume: bool,
     callbacks: Sequence[Callback] = (),
 ) -> RunSummary:
-    """Train ``task`` into ``config.out``, keeping best/last checkpoints, metrics.csv and config.yaml.
+    """Train ``task`` into ``config.out``, keeping best/last checkpoints, metrics.csv and config.yaml, and at
+    the end run.json (this process's ``dlcv ...`` command line, commit, time, device).
 
-    The data come as two plain loaders, which fit() serves again with the samplers of
-    :mod:`dlcv.training.sampling` (training a function of (seed, epoch); validation unpadded under
-    DDP), or as a LightningDataModule (``val_loader`` None) whose loaders already use them.
+    ``data`` serves its loaders with the samplers of :mod:`dlcv.training.sampling` (training a
+    function of (seed, epoch); validation unpadded under DDP). best.ckpt holds weights only;
+    resuming reads last.ckpt.
     """
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = accelerator_for(config.device)
     optimise_for_device(task, config, accelerator)
-    data = LoaderData(train_loader, val_loader, config.seed) if isinstance(train_loader, DataLoader) else train_loader
     files = {
         CONFIG_NAME: config_to_yaml(config),
         ARCHITECTURE: describe_module(task.model, config.model, task.hparams.num_classes) + "\n",
@@ -180,6 +238,7 @@ def fit(
         for name, watch in ((BEST, monitor), (LAST, None))
     )
     processes = config.devices * config.num_nodes
+    run_time, ctrl_c = _RunTime(), _CtrlC()
     try:
         trainer = L.Trainer(
             accelerator=accelerator,
@@ -197,8 +256,10 @@ def fit(
                 *callbacks,
                 best,
                 last,
+                run_time,
+                ctrl_c,
             ],
-            plugins=[AtomicCheckpointIO()],
+            plugins=[AtomicCheckpointIO(weights_only=[BEST])],
             logger=False,
             default_root_dir=run_dir,
             num_sanity_val_steps=0,
@@ -206,7 +267,7 @@ def fit(
         )
     except (MisconfigurationException, ValueError) as exc:  # the user's devices, nodes or precision
         raise UserError(f"--device/--devices/--num-nodes/--precision: {str(exc).splitlines()[0]}") from None
-    started = time.perf_counter()
+    sigint_handler = signal.getsignal(signal.SIGINT)
     with warnings.catch_warnings():
         # The run folder holds config.yaml by design; validation scores come from confusion matrices
         # already summed across processes, so Lightning's advice to average them is beside the point.
@@ -214,6 +275,11 @@ def fit(
         warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
         try:
             trainer.fit(task, datamodule=data, ckpt_path=str(run_dir / LAST) if resume else None)
+        except SystemExit:
+            if not ctrl_c.pressed:
+                raise
+            signal.signal(signal.SIGINT, sigint_handler)  # Lightning ignores Ctrl-C from then on
+            raise TrainingInterrupted(f"{run_dir / LAST} holds the last finished epoch; --resume continues") from None
         except torch.cuda.OutOfMemoryError:
             raise UserError(out_of_memory_message(config.batch_size)) from None
         except RuntimeError as exc:
@@ -221,12 +287,24 @@ def fit(
                 operation = str(exc).split(",")[0]
                 raise UserError(f"--deterministic: {operation} on this device; train without it") from None
             raise
-    return RunSummary(
+    summary = RunSummary(
         run_dir=run_dir,
         monitor=monitor,
         best_score=float(best.best_model_score) if best.best_model_score is not None else None,
         best_checkpoint=run_dir / BEST,
         epochs=trainer.current_epoch,
-        wall_s=time.perf_counter() - started,
+        wall_s=run_time.session_s(),
         is_global_zero=trainer.is_global_zero,
     )
+    if trainer.is_global_zero:
+        write_run_record(
+            run_dir,
+            task=get_entry(config.model).task,
+            command=shlex.join(["dlcv", *sys.argv[1:]]),
+            wall_s=run_time.total_s(),
+            epochs=summary.epochs,
+            device=device_name(accelerator),
+            monitor=monitor,
+            best_score=summary.best_score,
+        )
+    return summary

@@ -181,7 +181,6 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
             task,
             config,
             data,
-            None,
             monitor="val_miou",
             metric_columns=["train_loss", "val_miou", *IOU_COLUMNS],
             resume=resume,

@@ -1,0 +1,196 @@
+"""What a finished run folder holds besides its metrics: run.json (how the run was made), published as a
+row by `dlcv results publish`; and best.ckpt, the weights alone, that predict exactly as the full checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dlcv.results import COLUMNS, Result, run_result, source_commit
+from tests.conftest import run_cli
+
+TINY = {"workers": 0, "device": "cpu"}
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def same_tensors(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.fixture(scope="module")
+def segment_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """One epoch of a tiny FCN-32s, started as the command line ``dlcv ARGV`` would; (run folder, ARGV)."""
+    from dlcv.cli import main
+    from dlcv.data.synthetic import make_landcover_set
+
+    root = tmp_path_factory.mktemp("segment")
+    data = make_landcover_set(root / "data", train=4, validation=3, size=32, seed=5)
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "model_kwargs": {"fc_channels": 16}, "snapshot_ids": []}))
+    argv = ["segment", "train", "--data", str(data), "--config", str(config), "--out", str(root / "run")]
+    argv += ["--model", "fcn32s", "--epochs", "1", "--batch-size", "2"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["/opt/venv/bin/dlcv", *argv])
+        assert main(argv) == 0
+    return root / "run", argv
+
+
+def git_commit() -> str | None:
+    """What the checkout holding dlcv is at, asked of git directly."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", root, *argv], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}-dirty" if git("status", "--porcelain") else commit
+
+
+def test_run_json_records_how_the_run_was_made(segment_run):
+    run, argv = segment_run
+    record = json.loads((run / "run.json").read_text())
+    with (run / "metrics.csv").open(newline="") as handle:
+        best = max(float(row["val_miou"]) for row in csv.DictReader(handle))
+    assert record.pop("wall_s") > 0
+    assert record == {
+        "task": "segment",
+        "command": shlex.join(["dlcv", *argv]),
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
+        "epochs": 1,
+        "device": "cpu",
+        "monitor": "val_miou",
+        "best_score": pytest.approx(best),
+    }
+
+
+def test_no_git_no_commit(monkeypatch):
+    def git_missing(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", git_missing)
+    assert source_commit() is None
+
+
+def test_publish_takes_a_run_folder(segment_run, tmp_path, capsys):
+    run, argv = segment_run
+    record = json.loads((run / "run.json").read_text())
+    docs = tmp_path / "docs"
+    for expected in (1, 0):  # the same run twice is one row
+        status, out, err = run_cli(capsys, "results", "publish", run, "--docs", docs)
+        assert status == 0 and f"added {expected} rows" in out, err
+    with (docs / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == COLUMNS
+    assert rows == [
+        {
+            "task": "segment",
+            "model": "fcn32s",
+            "weights": "none",
+            "split": "validation",
+            "metric": "miou",
+            "value": str(round(record["best_score"], 6)),
+            "epochs": "1",
+            "wall_s": str(record["wall_s"]),
+            "device": "cpu",
+            "command": shlex.join(["dlcv", *argv]),
+            "commit": record["commit"] or "unknown",
+            "date": record["date"],
+        }
+    ]
+    assert "| fcn32s | none | validation |" in (docs / "RESULTS.md").read_text()
+
+
+def write_run(folder: Path, weights: str, commit: str | None) -> Path:
+    """A classification run folder as fit() leaves it, written by hand."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"model": "vgg16_bn", "weights": weights, "epochs": 3}))
+    record = {"task": "classify", "command": "dlcv classify train --out R", "commit": commit, "date": "2026-01-02"}
+    record |= {"wall_s": 12.5, "epochs": 3, "device": "NVIDIA H100", "monitor": "val_acc", "best_score": 0.7416}
+    (folder / "run.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_a_run_row_names_the_weights_file_and_an_unknown_commit(tmp_path):
+    run = write_run(tmp_path / "run", "/data/weights/vgg16_features_hed.safetensors", commit=None)
+    assert run_result(run) == Result(
+        "classify",
+        "vgg16_bn",
+        "vgg16_features_hed.safetensors",
+        "validation",
+        "accuracy",
+        0.7416,
+        3,
+        12.5,
+        "NVIDIA H100",
+        "dlcv classify train --out R",
+        "unknown",
+        "2026-01-02",
+    )
+
+
+def test_publish_refuses_a_folder_without_run_json(tmp_path, capsys):
+    run = write_run(tmp_path / "run", "imagenet", commit="abc1234")
+    (run / "run.json").unlink()  # e.g. a run still training, or stopped
+    status, _, err = run_cli(capsys, "results", "publish", run, "--docs", tmp_path / "docs")
+    assert status == 2 and err == f"error: {run}: not a finished run folder (no run.json)\n"
+    assert not (tmp_path / "docs").exists()
+
+
+def test_best_ckpt_holds_the_weights_alone_and_predicts_like_the_full_checkpoint(segment_run, tmp_path, capsys):
+    run, _ = segment_run
+    best, last = checkpoint(run / "best.ckpt"), checkpoint(run / "last.ckpt")  # one epoch: the same weights
+    assert "optimizer_states" in last and not {"optimizer_states", "lr_schedulers", "callbacks"} & best.keys()
+    assert best["hyper_parameters"] == last["hyper_parameters"] and best["epoch"] == last["epoch"] == 0
+    assert same_tensors(best["state_dict"], last["state_dict"])
+    assert (run / "best.ckpt").stat().st_size < 0.6 * (run / "last.ckpt").stat().st_size
+
+    data = Path(yaml.safe_load((run / "config.yaml").read_text())["data"]) / "validation"
+    masks = {}
+    for name in ("best", "last"):
+        argv = ["segment", "predict", "--checkpoint", run / f"{name}.ckpt", "--input", data, "--output"]
+        status, _, err = run_cli(capsys, *argv, tmp_path / name, "--device", "cpu")
+        assert status == 0, err
+        masks[name] = {path.name: path.read_bytes() for path in (tmp_path / name).iterdir()}
+    assert len(masks["best"]) == 3 and masks["best"] == masks["last"]
+
+
+def test_best_ckpt_of_an_ema_run_holds_the_averaged_weights(tmp_path, capsys):
+    """WeightAveraging swaps the average into a checkpoint's state_dict as it is saved: best.ckpt keeps it,
+    and neither the raw weights nor the averaging state (last.ckpt keeps them, to resume)."""
+    from dlcv.data.synthetic import make_classification_set
+
+    data = make_classification_set(tmp_path / "data", classes=3, per_class=8, size=16, seed=2, val_per_class=2)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    run = tmp_path / "run"
+    argv = ["classify", "train", "--data", data, "--out", run, "--config", config, "--model", "resnet20_cifar"]
+    status, _, err = run_cli(capsys, *argv, "--epochs", "1", "--batch-size", "8", "--ema", "0.9")
+    assert status == 0, err
+    best, last = checkpoint(run / "best.ckpt"), checkpoint(run / "last.ckpt")
+    assert same_tensors(best["state_dict"], last["state_dict"])  # the average
+    assert not same_tensors(best["state_dict"], last["current_model_state"])  # not the raw weights
+    assert not {"current_model_state", "averaging_state", "optimizer_states"} & best.keys()
+
+    predictions = {}
+    for name in ("best", "last"):
+        argv = ["classify", "predict", "--checkpoint", run / f"{name}.ckpt", "--input", data / "val_50"]
+        status, _, err = run_cli(capsys, *argv, "--output", tmp_path / f"{name}.csv", "--device", "cpu")
+        assert status == 0, err
+        predictions[name] = (tmp_path / f"{name}.csv").read_text()
+    assert predictions["best"] == predictions["last"] == (run / "val_predictions.csv").read_text()
