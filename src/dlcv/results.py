@@ -261,6 +261,7 @@ def render_markdown(results: list[Result]) -> str:
         "",
         "    dlcv reproduce --data HW2_DIR --out OUT [--quick]      # writes OUT/results.csv and OUT/report.html",
         "    dlcv results publish OUT/results.csv --docs docs      # appends to docs/results.csv, renders this page",
+        "    dlcv results publish RUN_DIR --docs docs              # a finished training run's best score (its run.json)",
         "",
     ]
     return "\n".join(lines)
