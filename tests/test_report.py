@@ -77,6 +77,12 @@ def test_report_holds_every_part(report, runs):
     # The architecture as PyTorch prints it, and each run's resolved options.
     assert "total parameters:" in page and "Conv2d(3, 64" in page
     assert "fc_channels: 32" in page
+    # How each run was made, from its run.json: training time and device in the runs table.
+    compared = page.split("<h2>Runs compared</h2>")[1].split("<h2>")[0]
+    for run in runs:
+        record = json.loads((run / "run.json").read_text())
+        assert f">{record['wall_s'] / 60:.1f} min</td>" in compared and record["device"] == "cpu"
+    assert compared.count('<td class="text">cpu</td>') == len(runs)
 
 
 def test_report_marks_the_best_and_escapes_names(report):

@@ -41,6 +41,9 @@ def _summary_table(runs: list[Run]) -> str:
         Column("parameters", lambda v: "" if v is None else f"{v:,}"),
         Column("final train loss", number(4), best="min"),
         Column(f"best {SCORE_TITLES[monitor]}", _score_format(monitor), best="max"),
+        Column("train time", lambda v: "" if v is None else f"{v / 60:.1f} min"),
+        Column("device"),
+        Column("commit"),
     ]
     rows = []
     for run in runs:
@@ -55,6 +58,9 @@ def _summary_table(runs: list[Run]) -> str:
                 run.parameters,
                 run.metrics[-1].get("train_loss") if run.metrics else None,
                 run.best.get(monitor),
+                run.record.get("wall_s"),
+                run.record.get("device", ""),
+                run.record.get("commit") or "",
             ]
         )
     return table(columns, rows)

@@ -1,8 +1,10 @@
-"""A run folder as the report reads it: its resolved config, architecture and per-epoch metrics."""
+"""A run folder as the report reads it: its resolved config, architecture, per-epoch metrics and, for a
+finished run, how it was made (run.json)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import Any
 
 from dlcv.config import CONFIG_NAME, read_yaml
 from dlcv.errors import UserError
+from dlcv.results import RUN_JSON
 from dlcv.training.runner import ARCHITECTURE, BEST, METRICS
 
 #: The validation score each task's runs are judged (and checkpointed) by.
@@ -25,6 +28,7 @@ class Run:
     config: dict[str, Any]
     architecture: str
     metrics: list[dict[str, float]]
+    record: dict[str, Any]  # run.json (command, commit, device, wall_s ...); empty for an unfinished run
 
     @property
     def monitor(self) -> str:
@@ -74,6 +78,7 @@ def read_run(path: str | Path) -> Run:
         raise UserError(f"{path / METRICS}: has neither {' nor '.join(MONITOR.values())}: not a dlcv run")
     architecture = path / ARCHITECTURE
     return Run(
+        record=_read_record(path / RUN_JSON),
         path=path,
         name=path.name,
         task=task,
@@ -81,6 +86,19 @@ def read_run(path: str | Path) -> Run:
         architecture=architecture.read_text(encoding="utf-8") if architecture.is_file() else "",
         metrics=metrics,
     )
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """run.json, or nothing where the run has none (unfinished, or older than run.json)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not readable ({exc})") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path}: not a run record")
+    return record
 
 
 def read_runs(paths: list[str | Path]) -> list[Run]:
