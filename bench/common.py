@@ -14,9 +14,13 @@ import statistics
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dlcv.files import write_text_atomic
 from dlcv.metrics import usable_cpus
+
+if TYPE_CHECKING:
+    import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -54,6 +58,14 @@ def gpu_name() -> str | None:
     import torch
 
     return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a clock read next times it (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
 
 
 def median(values: list[float]) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import gpu_name, median, print_table, write_results
+from common import gpu_name, median, print_table, synchronize, write_results
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
@@ -74,11 +74,6 @@ def write_checkpoint(path: Path, weights: str | None) -> None:
     if weights:
         load_weights(task.model, weights, get_entry("fcn8s"))
     torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict()}, path)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str] | None = None) -> int:

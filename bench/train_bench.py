@@ -37,7 +37,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import gpu_name, median, print_table, write_results
+from common import gpu_name, median, print_table, synchronize, write_results
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
@@ -255,11 +255,6 @@ def clock() -> tuple[float, float]:
 def cycle(loader):
     while True:
         yield from loader
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def flops_per_image(model_name: str, classes: int, size: int) -> float:

@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from dlcv.data.palette import PALETTE, decode_mask, encode_mask
-from tests.conftest import run_cli
+from tests.conftest import run_checkpoint_cli, run_cli
 
 ODD_IDS = ("my id", "été 北京")  # a space; accents and CJK
 
@@ -89,19 +89,11 @@ def seg_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def seg_config(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    tiny = {"model_kwargs": {"fc_channels": 16}, "workers": 0, "device": "cpu", "image_size": 32, "snapshot_ids": []}
-    path.write_text(yaml.safe_dump(tiny))
-    return path
-
-
-@pytest.fixture(scope="module")
-def seg_checkpoint(tmp_path_factory, seg_data, seg_config) -> Path:
+def seg_checkpoint(tmp_path_factory, seg_data, tiny_segment_config) -> Path:
     from dlcv.cli import main
 
     run = tmp_path_factory.mktemp("runs") / "fcn32s"
-    argv = ["segment", "train", "--data", seg_data, "--out", run, "--config", seg_config, "--model", "fcn32s"]
+    argv = ["segment", "train", "--data", seg_data, "--out", run, "--config", tiny_segment_config, "--model", "fcn32s"]
     assert main([str(a) for a in [*argv, "--epochs", "1", "--batch-size", "2"]]) == 0
     return run / "best.ckpt"
 
@@ -114,13 +106,13 @@ def copy_split(seg_data: Path, tmp_path: Path, split: str = "validation") -> Pat
 
 @pytest.mark.parametrize("kind", BROKEN)
 @pytest.mark.parametrize("which", ["_sat.jpg", "_mask.png"])
-def test_segment_train_refuses_a_broken_file(kind, which, seg_data, seg_config, tmp_path, capsys):
+def test_segment_train_refuses_a_broken_file(kind, which, seg_data, tiny_segment_config, tmp_path, capsys):
     train = copy_split(seg_data, tmp_path, "train")
     copy_split(seg_data, tmp_path)
     culprit = train / f"0001{which}"
     culprit.write_bytes(broken(kind, np.zeros((8, 8, 3), np.uint8))[which.endswith(".png")])
     status, _, err = run_cli(
-        capsys, "segment", "train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--config", seg_config
+        capsys, "segment", "train", "--data", train.parent, "--out", tmp_path / "run", "--config", tiny_segment_config
     )
     assert_clean_error(status, err, culprit, kind)
     assert not (tmp_path / "run").exists()
@@ -167,22 +159,21 @@ def test_unusual_modes_and_names_decode_to_the_right_classes(unusual_pairs):
         assert image.shape == (3, 40, 40)
 
 
-def test_segment_train_predict_eval_viz_on_unusual_files(unusual_pairs, seg_checkpoint, seg_config, tmp_path, capsys):
+def test_segment_train_predict_eval_viz_on_unusual_files(
+    unusual_pairs, seg_checkpoint, tiny_segment_config, tmp_path, capsys
+):
     folder, _ = unusual_pairs
     data = tmp_path / "data"
     shutil.copytree(folder, data / "train")
     shutil.copytree(folder, data / "validation")
     status, _, err = run_cli(
-        capsys, "segment", "train", "--data", data, "--out", tmp_path / "run", "--config", seg_config,
+        capsys, "segment", "train", "--data", data, "--out", tmp_path / "run", "--config", tiny_segment_config,
         "--model", "fcn32s", "--epochs", "1", "--batch-size", "2",
     )  # fmt: skip
     assert status == 0, err
 
     masks = tmp_path / "masks"
-    status, _, err = run_cli(
-        capsys, "segment", "predict", "--checkpoint", seg_checkpoint, "--input", folder, "--output", masks,
-        "--device", "cpu",
-    )  # fmt: skip
+    status, _, err = run_checkpoint_cli(capsys, "segment", "predict", seg_checkpoint, folder, masks, "--device", "cpu")
     assert status == 0, err
     assert sorted(p.name for p in masks.iterdir()) == sorted(p.name for p in folder.glob("*_mask.png"))
     assert all(Image.open(p).size == (40, 40) for p in masks.iterdir())
@@ -213,10 +204,7 @@ def test_segment_predict_refuses_a_broken_image(kind, seg_data, seg_checkpoint, 
     culprit = folder / f"{ODD_IDS[1]}_sat.jpg"
     culprit.write_bytes(broken(kind, np.zeros((8, 8, 3), np.uint8))[0])
     out = tmp_path / "masks"
-    status, _, err = run_cli(
-        capsys, "segment", "predict", "--checkpoint", seg_checkpoint, "--input", folder, "--output", out,
-        "--device", "cpu",
-    )  # fmt: skip
+    status, _, err = run_checkpoint_cli(capsys, "segment", "predict", seg_checkpoint, folder, out, "--device", "cpu")
     assert_clean_error(status, err, culprit, kind)
     assert not out.exists()
 
@@ -295,10 +283,7 @@ def test_classify_predict_and_tsne_refuse_a_broken_image(command, kind, cls_data
     culprit = folder / "2_1.png"
     culprit.write_bytes(broken(kind, np.zeros((8, 8, 3), np.uint8))[1])
     out = tmp_path / ("labels.csv" if command == "predict" else "tsne.png")
-    status, _, err = run_cli(
-        capsys, "classify", command, "--checkpoint", cls_checkpoint, "--input", folder, "--output", out,
-        "--device", "cpu",
-    )  # fmt: skip
+    status, _, err = run_checkpoint_cli(capsys, "classify", command, cls_checkpoint, folder, out, "--device", "cpu")
     assert_clean_error(status, err, culprit, kind)
     assert not out.exists()
 
@@ -325,10 +310,9 @@ def test_classify_on_unusual_modes_and_names(cls_data, cls_config, cls_checkpoin
     assert status == 0, err
 
     labels = tmp_path / "labels.csv"
-    status, _, err = run_cli(
-        capsys, "classify", "predict", "--checkpoint", cls_checkpoint, "--input", data / "val_50", "--output", labels,
-        "--device", "cpu",
-    )  # fmt: skip
+    status, _, err = run_checkpoint_cli(
+        capsys, "classify", "predict", cls_checkpoint, data / "val_50", labels, "--device", "cpu"
+    )
     assert status == 0, err
     names = sorted(p.name for p in (data / "val_50").iterdir())
     assert [line.split(",")[0] for line in labels.read_text(encoding="utf-8").splitlines()[1:]] == names
@@ -336,9 +320,8 @@ def test_classify_on_unusual_modes_and_names(cls_data, cls_config, cls_checkpoin
     assert status == 0, err
 
     figure = tmp_path / "tsne.png"
-    status, _, err = run_cli(
-        capsys, "classify", "tsne", "--checkpoint", cls_checkpoint, "--input", data / "val_50", "--output", figure,
-        "--device", "cpu",
-    )  # fmt: skip
+    status, _, err = run_checkpoint_cli(
+        capsys, "classify", "tsne", cls_checkpoint, data / "val_50", figure, "--device", "cpu"
+    )
     assert status == 0, err
     assert figure.is_file()

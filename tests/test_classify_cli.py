@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.conftest import run_checkpoint_cli, run_cli
 
 TINY = {"workers": 0, "device": "cpu"}
 #: A cheap model for the CPU: 0.27M parameters.
@@ -107,18 +107,8 @@ def test_val_predictions_score_the_best_val_acc(trained_run, classification_dir,
 
 def test_predict_writes_the_graders_csv(trained_run, classification_dir, tmp_path, capsys):
     out = tmp_path / "pred.csv"
-    status, stdout, err = run_cli(
-        capsys,
-        "classify",
-        "predict",
-        "--checkpoint",
-        trained_run / "best.ckpt",
-        "--input",
-        classification_dir / "val_50",
-        "--output",
-        out,
-        "--device",
-        "cpu",
+    status, stdout, err = run_checkpoint_cli(
+        capsys, "classify", "predict", trained_run / "best.ckpt", classification_dir / "val_50", out, "--device", "cpu"
     )
     assert status == 0, err
     assert stdout == f"wrote 12 predictions to {out}\n"
@@ -178,19 +168,8 @@ def test_eval_rows_missing_extra_or_repeated(tmp_path, capsys, rows, message):
 
 def test_tsne_and_confusion_figures(trained_run, classification_dir, tmp_path, capsys):
     figure = tmp_path / "figures" / "tsne.png"
-    status, out, err = run_cli(
-        capsys,
-        "classify",
-        "tsne",
-        "--checkpoint",
-        trained_run / "best.ckpt",
-        "--input",
-        classification_dir / "val_50",
-        "--output",
-        figure,
-        "--device",
-        "cpu",
-    )
+    checkpoint, images = trained_run / "best.ckpt", classification_dir / "val_50"
+    status, out, err = run_checkpoint_cli(capsys, "classify", "tsne", checkpoint, images, figure, "--device", "cpu")
     assert status == 0, err
     assert out.split() == [str(figure), str(figure.with_suffix(".csv"))]
     assert Image.open(figure).format == "PNG"
@@ -199,18 +178,8 @@ def test_tsne_and_confusion_figures(trained_run, classification_dir, tmp_path, c
     assert all(p["label"] == p["image_id"].split("_")[0] for p in points)
     assert all(np.isfinite([float(p["x"]), float(p["y"])]).all() for p in points)
 
-    status, _, err = run_cli(
-        capsys,
-        "classify",
-        "tsne",
-        "--checkpoint",
-        trained_run / "best.ckpt",
-        "--input",
-        classification_dir / "val_50",
-        "--output",
-        tmp_path / "other.png",
-        "--layer",
-        "no.such.layer",
+    status, _, err = run_checkpoint_cli(
+        capsys, "classify", "tsne", checkpoint, images, tmp_path / "other.png", "--layer", "no.such.layer"
     )
     assert status == 2 and "no.such.layer" in err and not (tmp_path / "other.png").exists()
 
@@ -317,9 +286,7 @@ def test_class_count_must_match_the_checkpoint(trained_run, classification_dir, 
     folder.mkdir()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "7_0.png")
     out = tmp_path / "pred.csv"
-    status, _, err = run_cli(
-        capsys, "classify", "predict", "--checkpoint", trained_run / "best.ckpt", "--input", folder, "--output", out
-    )
+    status, _, err = run_checkpoint_cli(capsys, "classify", "predict", trained_run / "best.ckpt", folder, out)
     assert status == 2 and "best.ckpt" in err and "4 classes" in err and "7_0.png" in err
     assert not out.exists()
 
@@ -337,13 +304,9 @@ def test_predict_input_errors(trained_run, tmp_path, capsys):
     folder.mkdir()
     (folder / "a.png").write_bytes(b"not a png")
     out = tmp_path / "pred.csv"
-    status, _, err = run_cli(
-        capsys, "classify", "predict", "--checkpoint", trained_run / "best.ckpt", "--input", folder, "--output", out
-    )
+    status, _, err = run_checkpoint_cli(capsys, "classify", "predict", trained_run / "best.ckpt", folder, out)
     assert status == 2 and "a.png" in err and not out.exists()
-    status, _, err = run_cli(
-        capsys, "classify", "predict", "--checkpoint", tmp_path / "none.ckpt", "--input", folder, "--output", out
-    )
+    status, _, err = run_checkpoint_cli(capsys, "classify", "predict", tmp_path / "none.ckpt", folder, out)
     assert status == 2 and "none.ckpt" in err
 
 
@@ -381,18 +344,8 @@ def test_real_images_train_predict_eval(real_p1, tmp_path, capsys):
     assert status == 0, err
     assert "50 training and 20 validation images, 50 classes" in err
     predictions = tmp_path / "pred.csv"
-    status, _, err = run_cli(
-        capsys,
-        "classify",
-        "predict",
-        "--checkpoint",
-        run / "best.ckpt",
-        "--input",
-        data / "val_50",
-        "--output",
-        predictions,
-        "--device",
-        "cpu",
+    status, _, err = run_checkpoint_cli(
+        capsys, "classify", "predict", run / "best.ckpt", data / "val_50", predictions, "--device", "cpu"
     )
     assert status == 0, err
     status, from_csv, _ = run_cli(capsys, "classify", "eval", "--pred", predictions, "--gt", data / "val_gt.csv")

@@ -32,24 +32,16 @@ def data(tmp_path_factory) -> Path:
     return make_landcover_set(tmp_path_factory.mktemp("landcover"), train=8, validation=5, size=40, seed=3)
 
 
-@pytest.fixture(scope="module")
-def config(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    tiny = {"model_kwargs": {"fc_channels": 16}, "workers": 0, "device": "cpu", "image_size": 32, "snapshot_ids": []}
-    path.write_text(yaml.safe_dump(tiny))
-    return path
-
-
 def train_argv(data: Path, config: Path, out: Path, *extra: str) -> list[str]:
     return ["segment", "train", "--data", str(data), "--config", str(config), "--out", str(out), *TRAIN_ARGS, *extra]
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data, config) -> Path:
+def uninterrupted(tmp_path_factory, data, tiny_segment_config) -> Path:
     from dlcv.cli import main  # a module-scoped fixture cannot take capsys
 
     run = tmp_path_factory.mktemp("runs") / "uninterrupted"
-    assert main(train_argv(data, config, run)) == 0
+    assert main(train_argv(data, tiny_segment_config, run)) == 0
     return run
 
 
@@ -86,9 +78,11 @@ def kill_when_printed(
     return seen
 
 
-def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(uninterrupted, data, config, tmp_path, capsys):
+def test_kill_9_mid_epoch_then_resume_ends_like_an_uninterrupted_run(
+    uninterrupted, data, tiny_segment_config, tmp_path, capsys
+):
     run = tmp_path / "killed"
-    command = [sys.executable, "-m", "dlcv", *train_argv(data, config, run)]
+    command = [sys.executable, "-m", "dlcv", *train_argv(data, tiny_segment_config, run)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     # Lightning's progress bar reports each finished step: kill after step 1 of 2 of epoch 1.
     kill_when_printed(process, rb"Epoch 1: +\d+%\|[^|]*\| 1/8")
@@ -117,10 +111,12 @@ def ctrl_c_when_printed(argv: list, pattern: bytes, stderr: Path) -> tuple[int, 
 
 
 def test_ctrl_c_mid_epoch_exits_130_with_one_line_then_resume_ends_like_an_uninterrupted_run(
-    uninterrupted, data, config, tmp_path, capsys
+    uninterrupted, data, tiny_segment_config, tmp_path, capsys
 ):
     run = tmp_path / "interrupted"
-    status, err = ctrl_c_when_printed(train_argv(data, config, run), rb"Epoch 1: +\d+%\|[^|]*\| 1/8", tmp_path / "err")
+    status, err = ctrl_c_when_printed(
+        train_argv(data, tiny_segment_config, run), rb"Epoch 1: +\d+%\|[^|]*\| 1/8", tmp_path / "err"
+    )
     assert status == 130
     assert [line for line in err if line.startswith("interrupted")] == err[-1:]
     assert err[-1] == f"interrupted: {run / 'last.ckpt'} holds the last finished epoch; --resume continues"
@@ -149,10 +145,12 @@ def test_ctrl_c_stops_classification_training_the_same_way(tmp_path):
     assert err[-1].startswith(f"interrupted: {run / 'last.ckpt'} holds the last finished epoch")
 
 
-def test_same_seed_same_metrics_and_deterministic_flag(uninterrupted, data, config, tmp_path, capsys, monkeypatch):
+def test_same_seed_same_metrics_and_deterministic_flag(
+    uninterrupted, data, tiny_segment_config, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # restored (or removed) after the test
     try:
-        status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "again", "--deterministic"))
+        status, _, err = run_cli(capsys, *train_argv(data, tiny_segment_config, tmp_path / "again", "--deterministic"))
         assert status == 0, err
         # Lightning's deterministic=True: deterministic kernels, and cuBLAS's reproducible workspace on GPUs.
         assert torch.are_deterministic_algorithms_enabled()
@@ -161,7 +159,9 @@ def test_same_seed_same_metrics_and_deterministic_flag(uninterrupted, data, conf
         torch.use_deterministic_algorithms(False)
     assert (tmp_path / "again" / "metrics.csv").read_bytes() == (uninterrupted / "metrics.csv").read_bytes()
 
-    status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "other", "--seed", "1", "--epochs", "1"))
+    status, _, err = run_cli(
+        capsys, *train_argv(data, tiny_segment_config, tmp_path / "other", "--seed", "1", "--epochs", "1")
+    )
     assert status == 0, err
     first_epoch = (uninterrupted / "metrics.csv").read_text().splitlines()[1]
     assert (tmp_path / "other" / "metrics.csv").read_text().splitlines()[1] != first_epoch
@@ -232,7 +232,7 @@ def poison_weights(self, outputs, batch, batch_idx):
     [("training_step", poison_loss, "training loss became nan"), ("on_train_batch_end", poison_weights, "weights")],
 )
 def test_non_finite_training_stops_and_keeps_the_last_good_epoch(
-    hook, poison, message, data, config, tmp_path, capsys, monkeypatch
+    hook, poison, message, data, tiny_segment_config, tmp_path, capsys, monkeypatch
 ):
     class Poisoned(SegmentationTask):
         pass
@@ -240,7 +240,7 @@ def test_non_finite_training_stops_and_keeps_the_last_good_epoch(
     setattr(Poisoned, hook, poison)
     monkeypatch.setattr("dlcv.training.segmentation.SegmentationTask", Poisoned)
     run = tmp_path / "run"
-    status, _, err = run_cli(capsys, *train_argv(data, config, run))
+    status, _, err = run_cli(capsys, *train_argv(data, tiny_segment_config, run))
     assert status == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert "--lr" in err
     assert [row["epoch"] for row in history(run / "last.ckpt")] == [0]
@@ -249,28 +249,30 @@ def test_non_finite_training_stops_and_keeps_the_last_good_epoch(
     assert len((run / "metrics.csv").read_text().splitlines()) == 2  # the header and epoch 0
 
 
-def test_an_absurd_learning_rate_is_one_clear_error(data, config, tmp_path, capsys):
-    status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "run", "--lr", "1e12", "--epochs", "1"))
+def test_an_absurd_learning_rate_is_one_clear_error(data, tiny_segment_config, tmp_path, capsys):
+    status, _, err = run_cli(
+        capsys, *train_argv(data, tiny_segment_config, tmp_path / "run", "--lr", "1e12", "--epochs", "1")
+    )
     assert status == 2 and err.count("\n") == 1 and "error: " in err, err
     assert "not finite" in err or "training loss became" in err
 
 
-def test_out_of_gpu_memory_suggests_a_batch_size(data, config, tmp_path, capsys, monkeypatch):
+def test_out_of_gpu_memory_suggests_a_batch_size(data, tiny_segment_config, tmp_path, capsys, monkeypatch):
     def out_of_memory(self, batch, batch_idx):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(SegmentationTask, "training_step", out_of_memory)
-    status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "run", "--batch-size", "6"))
+    status, _, err = run_cli(capsys, *train_argv(data, tiny_segment_config, tmp_path / "run", "--batch-size", "6"))
     assert status == 2 and err == "error: out of GPU memory at batch size 6; try --batch-size 3\n"
 
 
-def test_impossible_trainer_settings_are_one_clear_error(data, config, tmp_path, capsys):
-    status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "run", "--precision", "bogus"))
+def test_impossible_trainer_settings_are_one_clear_error(data, tiny_segment_config, tmp_path, capsys):
+    status, _, err = run_cli(capsys, *train_argv(data, tiny_segment_config, tmp_path / "run", "--precision", "bogus"))
     assert status == 2 and err.startswith("error: --device/--devices/--num-nodes/--precision: ") and "bogus" in err
     assert err.count("\n") == 1
 
 
-def test_deterministic_kernels_missing_is_one_clear_error(data, config, tmp_path, capsys, monkeypatch):
+def test_deterministic_kernels_missing_is_one_clear_error(data, tiny_segment_config, tmp_path, capsys, monkeypatch):
     def no_deterministic_kernel(self, batch, batch_idx):
         raise RuntimeError(
             "upsample_bilinear2d_backward_out_cuda does not have a deterministic implementation, but you set "
@@ -280,14 +282,14 @@ def test_deterministic_kernels_missing_is_one_clear_error(data, config, tmp_path
     monkeypatch.setattr(SegmentationTask, "training_step", no_deterministic_kernel)
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
     try:
-        status, _, err = run_cli(capsys, *train_argv(data, config, tmp_path / "run", "--deterministic"))
+        status, _, err = run_cli(capsys, *train_argv(data, tiny_segment_config, tmp_path / "run", "--deterministic"))
     finally:
         torch.use_deterministic_algorithms(False)
     assert status == 2 and err.count("\n") == 1 and "upsample_bilinear2d_backward_out_cuda" in err
     assert "--deterministic" in err
 
 
-def test_overwrite_replaces_a_run_and_resume_needs_one(uninterrupted, data, config, tmp_path, capsys):
+def test_overwrite_replaces_a_run_and_resume_needs_one(uninterrupted, data, tiny_segment_config, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     for name in ("metrics.csv", "config.yaml", "last.ckpt"):
@@ -295,9 +297,9 @@ def test_overwrite_replaces_a_run_and_resume_needs_one(uninterrupted, data, conf
     (run / "snapshots" / "epoch_002").mkdir(parents=True)
     (run / "notes.txt").write_text("mine")
 
-    status, _, err = run_cli(capsys, *train_argv(data, config, run, "--epochs", "1"))
+    status, _, err = run_cli(capsys, *train_argv(data, tiny_segment_config, run, "--epochs", "1"))
     assert status == 2 and "already holds a run" in err and err.count("\n") == 1
-    status, _, err = run_cli(capsys, *train_argv(data, config, run, "--epochs", "1", "--overwrite"))
+    status, _, err = run_cli(capsys, *train_argv(data, tiny_segment_config, run, "--epochs", "1", "--overwrite"))
     assert status == 0, err
     assert [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()] == ["epoch", "0"]
     assert yaml.safe_load((run / "config.yaml").read_text())["epochs"] == 1

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from dlcv.data.palette import PALETTE
-from tests.conftest import run_cli
+from tests.conftest import run_checkpoint_cli, run_cli
 
 TINY = {"model_kwargs": {"fc_channels": 32}, "workers": 0, "device": "cpu", "image_size": 32}
 
@@ -27,27 +27,9 @@ def trained_run(tmp_path_factory, landcover_dir, tiny_config) -> Path:
     from dlcv.cli import main
 
     run = tmp_path_factory.mktemp("runs") / "fcn16s"
-    status = main(
-        [
-            "segment",
-            "train",
-            "--data",
-            str(landcover_dir),
-            "--model",
-            "fcn16s",
-            "--out",
-            str(run),
-            "--epochs",
-            "3",
-            "--batch-size",
-            "4",
-            "--lr",
-            "1e-3",
-            "--config",
-            str(tiny_config),
-        ]
-    )
-    assert status == 0
+    argv = ["segment", "train", "--data", landcover_dir, "--model", "fcn16s", "--out", run, "--epochs", "3"]
+    argv += ["--batch-size", "4", "--lr", "1e-3", "--config", tiny_config]
+    assert main([str(a) for a in argv]) == 0
     return run
 
 
@@ -68,18 +50,8 @@ def test_run_folder_holds_everything(trained_run):
 
 def test_predict_eval_viz(trained_run, landcover_dir, tmp_path, capsys):
     out = tmp_path / "masks"
-    status, stdout, err = run_cli(
-        capsys,
-        "segment",
-        "predict",
-        "--checkpoint",
-        trained_run / "best.ckpt",
-        "--input",
-        landcover_dir / "validation",
-        "--output",
-        out,
-        "--device",
-        "cpu",
+    status, stdout, err = run_checkpoint_cli(
+        capsys, "segment", "predict", trained_run / "best.ckpt", landcover_dir / "validation", out, "--device", "cpu"
     )
     assert status == 0, err
     names = sorted(p.name for p in out.iterdir())
@@ -150,31 +122,11 @@ def test_train_user_errors(argv, culprit, tmp_path, landcover_dir, tiny_config, 
 
 
 def test_predict_user_errors(tmp_path, trained_run, capsys):
-    status, _, err = run_cli(
-        capsys,
-        "segment",
-        "predict",
-        "--checkpoint",
-        tmp_path / "x.ckpt",
-        "--input",
-        tmp_path,
-        "--output",
-        tmp_path / "out",
-    )
+    status, _, err = run_checkpoint_cli(capsys, "segment", "predict", tmp_path / "x.ckpt", tmp_path, tmp_path / "out")
     assert (status == 2 and "no images" in err) or "x.ckpt" in err
     (tmp_path / "a_sat.jpg").write_bytes(b"\xff\xd8 truncated")
-    status, _, err = run_cli(
-        capsys,
-        "segment",
-        "predict",
-        "--checkpoint",
-        trained_run / "best.ckpt",
-        "--input",
-        tmp_path,
-        "--output",
-        tmp_path / "out",
-        "--device",
-        "cpu",
+    status, _, err = run_checkpoint_cli(
+        capsys, "segment", "predict", trained_run / "best.ckpt", tmp_path, tmp_path / "out", "--device", "cpu"
     )
     assert status == 2 and "a_sat.jpg" in err
     assert not (tmp_path / "out").exists()  # nothing half-written
@@ -191,25 +143,8 @@ def test_real_pairs_train_predict_eval(real_p2, hed_weights, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump({**TINY, "image_size": 64}))
     run = tmp_path / "run"
-    status, out, err = run_cli(
-        capsys,
-        "segment",
-        "train",
-        "--data",
-        data,
-        "--model",
-        "fcn8s",
-        "--out",
-        run,
-        "--epochs",
-        "1",
-        "--batch-size",
-        "2",
-        "--weights",
-        hed_weights,
-        "--config",
-        config,
-    )
+    argv = ["--data", data, "--model", "fcn8s", "--out", run, "--epochs", "1", "--batch-size", "2"]
+    status, out, err = run_cli(capsys, "segment", "train", *argv, "--weights", hed_weights, "--config", config)
     assert status == 0, err
     assert "loaded 26 tensors" in err
     assert sorted(p.name for p in (run / "snapshots" / "epoch_000").iterdir()) == [
@@ -218,18 +153,8 @@ def test_real_pairs_train_predict_eval(real_p2, hed_weights, tmp_path, capsys):
         "0107_mask.png",
     ]
     masks = tmp_path / "masks"
-    status, _, err = run_cli(
-        capsys,
-        "segment",
-        "predict",
-        "--checkpoint",
-        run / "last.ckpt",
-        "--input",
-        data / "validation",
-        "--output",
-        masks,
-        "--device",
-        "cpu",
+    status, _, err = run_checkpoint_cli(
+        capsys, "segment", "predict", run / "last.ckpt", data / "validation", masks, "--device", "cpu"
     )
     assert status == 0, err
     assert np.asarray(Image.open(masks / "0097_mask.png")).shape == (512, 512, 3)

@@ -17,7 +17,7 @@ from torch import nn
 from dlcv.data.palette import PALETTE
 from dlcv.predict import TTA_VIEWS, segment_probabilities
 from dlcv.training.segmentation import SegmentationTask
-from tests.conftest import run_cli
+from tests.conftest import run_checkpoint_cli
 
 RECIPE = {
     "model": "deeplabv3plus_vgg16",
@@ -121,21 +121,11 @@ def test_recipe_trains_and_keeps_its_options(recipe_run):
 
 def test_predict_with_tta_writes_the_same_format(recipe_run, landcover_dir, tmp_path, capsys):
     outputs = {}
+    checkpoint, images = recipe_run / "best.ckpt", landcover_dir / "validation"
     for name, flags in (("plain", []), ("tta", ["--tta"]), ("d4", ["--tta", "d4", "--tta-scales", "1"])):
         out = tmp_path / name
-        status, stdout, err = run_cli(
-            capsys,
-            "segment",
-            "predict",
-            "--checkpoint",
-            recipe_run / "best.ckpt",
-            "--input",
-            landcover_dir / "validation",
-            "--output",
-            out,
-            "--device",
-            "cpu",
-            *flags,
+        status, stdout, err = run_checkpoint_cli(
+            capsys, "segment", "predict", checkpoint, images, out, "--device", "cpu", *flags
         )
         assert status == 0, err
         assert stdout == f"wrote 4 masks to {out}\n"
@@ -149,18 +139,8 @@ def test_predict_with_tta_writes_the_same_format(recipe_run, landcover_dir, tmp_
 
 def test_bad_tta_scales_are_one_line_errors(recipe_run, landcover_dir, tmp_path, capsys):
     out = tmp_path / "masks"
-    status, _, err = run_cli(
-        capsys,
-        "segment",
-        "predict",
-        "--checkpoint",
-        recipe_run / "best.ckpt",
-        "--input",
-        landcover_dir / "validation",
-        "--output",
-        out,
-        "--tta-scales",
-        "0",
+    status, _, err = run_checkpoint_cli(
+        capsys, "segment", "predict", recipe_run / "best.ckpt", landcover_dir / "validation", out, "--tta-scales", "0"
     )
     assert status == 2 and err.startswith("error: --tta-scales") and err.count("\n") == 1
     assert not out.exists()

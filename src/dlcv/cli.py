@@ -45,6 +45,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--optimizer", choices=["adamw", "sgd"])
     parser.add_argument("--schedule", choices=["cosine", "poly", "constant"])
+    parser.add_argument("--image-size", type=int, help="resize images to S x S once at load (default: native)")
     parser.add_argument("--weights", help="imagenet, none, or a state-dict file (.pth/.safetensors)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
@@ -156,7 +157,6 @@ def _add_segment(commands) -> None:
 
     train = segment.add_parser("train", help="train a segmentation model")
     _add_train_options(train)
-    train.add_argument("--image-size", type=int, help="resize images to S x S once at load (default: native)")
     train.add_argument("--crop-size", type=int, help="training crop side (default: the image size)")
     train.add_argument("--loss", help="ce, dice, lovasz, lovasz_image, or a sum such as ce+lovasz (default ce)")
     train.set_defaults(handler=_segment_train)
@@ -237,7 +237,6 @@ def _add_classify(commands) -> None:
 
     train = classify.add_parser("train", help="train a classifier (data: train_50/ + val_50/, or train/ + val/)")
     _add_train_options(train)
-    train.add_argument("--image-size", type=int, help="resize images to S x S once at load (default: native)")
     train.add_argument("--policy", choices=["none", "trivialaugment", "randaugment"], help="augmentation policy")
     train.add_argument("--mixup", type=float, help="mixup Beta(alpha, alpha); 0 is off")
     train.add_argument("--cutmix", type=float, help="cutmix Beta(alpha, alpha); 0 is off")

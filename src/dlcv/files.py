@@ -1,4 +1,4 @@
-"""Writing files so that an interrupted or failed command never leaves half a result behind."""
+"""Files: user files read with one clear error, and writes that never leave half a result behind."""
 
 from __future__ import annotations
 
@@ -10,6 +10,18 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from dlcv.errors import UserError
+
+
+def read_user_text(path: Path, what: str, encoding: str = "utf-8") -> str:
+    """The text of a file the user named; missing or unreadable, it is one error naming it as ``what``."""
+    try:
+        return path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable {what} ({exc})") from None
 
 
 def _umask() -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dlcv.config import CONFIG_NAME, read_yaml
 from dlcv.errors import UserError
-from dlcv.files import write_csv_atomic, write_text_atomic
+from dlcv.files import read_user_text, write_csv_atomic, write_text_atomic
 
 RESULTS_CSV, RESULTS_MD, RUN_JSON = "results.csv", "RESULTS.md", "run.json"
 #: The score each task publishes (its runs' monitored validation score).
@@ -155,13 +155,7 @@ def write_results(path: str | Path, results: list[Result]) -> Path:
 def read_results(path: str | Path) -> list[Result]:
     """The rows of a results CSV; an error naming the file for a wrong header or an unreadable value."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such results file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable results file ({exc})") from None
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(read_user_text(path, "results file")))
     if reader.fieldnames != COLUMNS:
         raise UserError(f"{path}: expected the header {','.join(COLUMNS)}")
     results = []
@@ -261,7 +255,7 @@ def render_markdown(results: list[Result]) -> str:
         "",
         "    dlcv reproduce --data HW2_DIR --out OUT [--quick]      # writes OUT/results.csv and OUT/report.html",
         "    dlcv results publish OUT/results.csv --docs docs      # appends to docs/results.csv, renders this page",
-        "    dlcv results publish RUN_DIR --docs docs              # a finished training run's best score (its run.json)",
+        "    dlcv results publish RUN_DIR --docs docs              # a finished training run's best score",
         "",
     ]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dlcv.data.images import list_images
 from dlcv.errors import UserError
-from dlcv.files import write_csv_atomic
+from dlcv.files import read_user_text, write_csv_atomic
 
 #: Accepted first columns of a label CSV; predictions are written with ``image_id``, the graders' header.
 NAME_COLUMNS = ("filename", "image_id")
@@ -45,12 +45,7 @@ def parse_label(path: str | Path) -> int:
 def read_label_csv(path: str | Path) -> dict[str, int]:
     """Rows ``filename,label`` or ``image_id,label`` as {file name: class}; a bad or repeated row is an error."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not a readable CSV file ({exc})") from None
+    text = read_user_text(path, "CSV file", encoding="utf-8-sig")  # -sig: spreadsheets start CSVs with a BOM
     rows = csv.reader(io.StringIO(text))
     header = [cell.strip() for cell in next(rows, [])]
     if len(header) < 2 or header[0] not in NAME_COLUMNS or header[1] != "label":
