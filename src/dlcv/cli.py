@@ -52,7 +52,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, help="processes (GPUs) per machine, data-parallel")
     parser.add_argument("--num-nodes", type=int, help="machines, data-parallel")
     parser.add_argument("--precision", help="auto, 32-true, bf16-mixed, 16-mixed")
-    parser.add_argument("--workers", type=int, help="data-loading processes")
+    parser.add_argument("--workers", type=int, help="processes that decode the data once, at load")
     parser.add_argument("--limit-train", type=int, help="use only the first N training items")
     parser.add_argument("--limit-val", type=int, help="use only the first N validation items")
     parser.add_argument("--deterministic", action="store_true", default=None, help="deterministic GPU kernels")

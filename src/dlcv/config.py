@@ -40,7 +40,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16-mixed on GPU, 32-true on CPU) or any Lightning precision
     deterministic: bool = False
     compile: bool = False  # torch.compile the model: a minute's start, then faster steps (worth it on a GPU)
-    workers: int = 2
+    workers: int = 2  # processes that decode the data set once, at load
     limit_train: int | None = None  # use only the first N training items (quick runs)
     limit_val: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
