@@ -41,8 +41,15 @@ def segment_run(tmp_path_factory) -> tuple[Path, list[str]]:
     config.write_text(yaml.safe_dump({**TINY, "model_kwargs": {"fc_channels": 16}, "snapshot_ids": []}))
     argv = ["segment", "train", "--data", str(data), "--config", str(config), "--out", str(root / "run")]
     argv += ["--model", "fcn32s", "--epochs", "1", "--batch-size", "2"]
+    started_at = git_commit()
+
+    def moving_checkout() -> str | None:
+        """The checkout moves on once training has written a checkpoint: run.json must keep the start's."""
+        return "moved-on" if (root / "run" / "last.ckpt").exists() else started_at
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["/opt/venv/bin/dlcv", *argv])
+        patch.setattr("dlcv.training.runner.source_commit", moving_checkout)
         assert main(argv) == 0
     return root / "run", argv
 

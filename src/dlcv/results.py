@@ -92,17 +92,21 @@ def write_run_record(
     run_dir: str | Path,
     task: str,
     command: str,
+    commit: str | None,
     wall_s: float,
     epochs: int,
     device: str,
     monitor: str,
     best_score: float | None,
 ) -> Path:
-    """``RUN/run.json``: how a finished run was made (command, commit, date, device, time, best score)."""
+    """``RUN/run.json``: how a finished run was made (command, commit, date, device, time, best score).
+
+    ``commit`` is the source's when the run started: the checkout may move on while it trains.
+    """
     record = {
         "task": task,
         "command": command,
-        "commit": source_commit(),
+        "commit": commit,
         "date": today(),
         "wall_s": round(wall_s, 1),
         "epochs": epochs,

@@ -24,7 +24,7 @@ from dlcv.errors import UserError
 from dlcv.files import atomic_path, write_text_atomic
 from dlcv.models import get_entry
 from dlcv.models.describe import describe_module
-from dlcv.results import RUN_JSON, write_run_record
+from dlcv.results import RUN_JSON, source_commit, write_run_record
 from dlcv.training.callbacks import EpochSeed, FiniteLossGuard, MetricsHistory
 
 BEST, LAST, METRICS, ARCHITECTURE = "best.ckpt", "last.ckpt", "metrics.csv", "architecture.txt"
@@ -216,6 +216,7 @@ def fit(
     """
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    commit = source_commit()  # the code this run trains with, whatever the checkout becomes meanwhile
     accelerator = accelerator_for(config.device)
     optimise_for_device(task, config, accelerator)
     files = {
@@ -301,6 +302,7 @@ def fit(
             run_dir,
             task=get_entry(config.model).task,
             command=shlex.join(["dlcv", *sys.argv[1:]]),
+            commit=commit,
             wall_s=run_time.total_s(),
             epochs=summary.epochs,
             device=device_name(accelerator),
