@@ -27,8 +27,6 @@ from pathlib import Path
 
 from common import print_table, write_results
 
-from dlcv.reproduce import preset_path
-
 #: Per task: the metrics.csv column to watch, the default target, and a dry run's extra flags.
 TASKS = {
     "segment": ("val_miou", 0.70, ["--epochs", "2", "--limit-train", "4", "--limit-val", "2", "--image-size", "64"]),
@@ -42,16 +40,6 @@ def read_rows(path: Path) -> list[dict[str, str]]:
             return list(csv.DictReader(handle))
     except FileNotFoundError:
         return []
-
-
-def config_argument(extra: list[str]) -> list[str]:
-    """``--config NAME`` may name a preset shipped with dlcv (``report_fcn8s.yaml``) instead of a path."""
-    extra = list(extra)
-    if "--config" in extra:
-        index = extra.index("--config") + 1
-        if index < len(extra) and not Path(extra[index]).exists() and preset_path(extra[index]).is_file():
-            extra[index] = str(preset_path(extra[index]))
-    return extra
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(ours)
     column, default_target, dry_flags = TASKS[args.task]
     target = default_target if args.target is None else args.target
-    extra = config_argument(extra) + (dry_flags if args.dry_run else [])
+    extra = extra + (dry_flags if args.dry_run else [])
 
     with tempfile.TemporaryDirectory(prefix="dlcv-tta-") as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "run"

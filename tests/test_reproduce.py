@@ -167,3 +167,17 @@ def test_unknown_preset_is_a_user_error(hw2_dir, tmp_path, capsys):
     status, _, err = run_cli(capsys, "reproduce", "--data", hw2_dir, "--out", tmp_path / "o", "--presets", "nope")
     assert status == 2 and "unknown preset 'nope'" in err and "strong_deeplabv3plus_vgg16" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_config_names_a_shipped_preset_from_any_folder(tmp_path, monkeypatch):
+    from dlcv.config import SegmentConfig, resolve_config
+    from dlcv.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("report_fcn8s", "report_fcn8s.yaml"):
+        config = resolve_config(SegmentConfig, name, {"epochs": 2})
+        assert (config.model, config.lr, config.epochs) == ("fcn8s", 0.001, 2)
+    (tmp_path / "report_fcn8s.yaml").write_text("model: fcn32s\n")  # a file of that name comes first
+    assert resolve_config(SegmentConfig, "report_fcn8s.yaml", {}).model == "fcn32s"
+    with pytest.raises(UserError, match="no_such_preset: no such config file"):
+        resolve_config(SegmentConfig, "no_such_preset", {})

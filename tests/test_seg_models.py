@@ -147,8 +147,8 @@ def test_bad_recipe_options_are_one_line_errors(tmp_path, capsys, landcover_dir,
 
 
 def test_strong_presets_resolve_to_valid_recipes():
-    from dlcv.config import SegmentConfig, resolve_config
-    from dlcv.reproduce import experiment_for, preset_names, preset_path
+    from dlcv.config import SegmentConfig, preset_path, resolve_config
+    from dlcv.reproduce import experiment_for, preset_names
     from dlcv.training.losses import parse_loss
 
     names = [n for n in preset_names() if n.startswith("strong_") and experiment_for(n).task == "segment"]

@@ -38,7 +38,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="data folder")
     parser.add_argument("--model", help="model name (see `dlcv describe --list`)")
     parser.add_argument("--out", help="run folder to create (checkpoints, metrics.csv, config.yaml)")
-    parser.add_argument("--config", help="YAML file of options; flags given here override it")
+    parser.add_argument(
+        "--config", help="YAML file of options, or a preset's name (report_fcn8s ...); flags given here override it"
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,6 +91,21 @@ class ClassifyConfig(TrainConfig):
 C = TypeVar("C", bound=TrainConfig)
 
 
+def preset_path(name: str) -> Path:
+    """A file of the experiment presets shipped with dlcv (``dlcv/configs``)."""
+    return Path(str(files("dlcv") / "configs" / name))
+
+
+def config_file_path(name: str | Path) -> Path:
+    """``--config``'s file: ``name`` where such a file exists, else the shipped preset of that name
+    (``report_fcn8s`` or ``report_fcn8s.yaml``), so that presets work from any folder."""
+    path = Path(name)
+    if path.exists() or path.parent != Path("."):
+        return path
+    preset = preset_path(f"{path.name.removesuffix('.yaml')}.yaml")
+    return preset if preset.is_file() else path
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -110,7 +126,7 @@ def resolve_config(cls: type[C], config_file: str | Path | None, overrides: dict
     values: dict[str, Any] = {}
     known = {f.name for f in dataclasses.fields(cls)}
     if config_file is not None:
-        values.update(read_yaml(config_file))
+        values.update(read_yaml(config_file_path(config_file)))
         unknown = sorted(set(values) - known)
         if unknown:
             raise UserError(f"{config_file}: unknown option(s) {', '.join(unknown)} for this command")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from dlcv.config import ClassifyConfig, SegmentConfig, TrainConfig, read_yaml, resolve_config
+from dlcv.config import ClassifyConfig, SegmentConfig, TrainConfig, preset_path, read_yaml, resolve_config
 from dlcv.errors import UserError
 from dlcv.results import RESULTS_CSV, run_result, write_results
 
@@ -43,10 +42,6 @@ class Experiment:
     @property
     def data(self) -> str:
         return DATA_FOLDERS[self.task]
-
-
-def preset_path(name: str) -> Path:
-    return Path(str(files("dlcv") / "configs" / name))
 
 
 def preset_names() -> list[str]:
