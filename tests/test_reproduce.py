@@ -128,7 +128,7 @@ def test_publish_appends_once_and_renders(tmp_path, capsys):
     markdown = (docs / "RESULTS.md").read_text()
     # Each measured number beside the report's number for its model, quick runs labelled as such.
     assert "| fcn8s | hed.safetensors | validation | 0.2500 | 0.6987 | quick |" in markdown
-    assert "| fcn32s | hed.safetensors | validation | 0.5000 | 0.6805 | full |" in markdown
+    assert "| fcn32s | hed.safetensors | validation | 0.5000 | 0.6805 | all data |" in markdown
     assert "74.16%" in markdown and "0.7614" in markdown
 
 

@@ -223,7 +223,9 @@ def render_markdown(results: list[Result]) -> str:
         "Rows marked *quick* come from `dlcv reproduce --quick`: the report's experiments scaled down",
         "(fewer images, smaller sizes, an epoch or two) to finish in minutes on a CPU. They show the pipeline",
         "end to end, not what the models can reach; the full experiments are `dlcv reproduce` without `--quick`,",
-        "meant for a GPU.",
+        "meant for a GPU. Rows marked *all data* trained on every training image and were scored on the whole",
+        "validation set; those on `cpu` ran fewer epochs (and, for segmentation, smaller images) than the",
+        "report's, as their command says: what a 2-core CPU reaches in an hour, not what the models can reach.",
         "",
     ]
     titles = {"classify": "Classification: accuracy", "segment": "Segmentation: mIoU"}
@@ -238,7 +240,7 @@ def render_markdown(results: list[Result]) -> str:
             ]
             for r in rows:
                 report = next((ref for ref in REFERENCES if ref.task == task and ref.model == r.model), None)
-                kind = "quick" if "--quick" in r.command.split() else "full"
+                kind = "quick" if "--quick" in r.command.split() else "all data"
                 lines.append(
                     f"| {_cell(r.model)} | {_cell(r.weights)} | {_cell(r.split)} | {_value(r.metric, r.value)} | "
                     f"{_value(report.metric, report.value) if report else '-'} | {kind} | {r.epochs} | "
