@@ -207,8 +207,7 @@ def on_device(task, config, images: torch.Tensor, targets: torch.Tensor, augment
     """The training set held on the device as dlcv holds it; ``batches`` is its input pipeline alone."""
     from dlcv.training.device_data import DeviceTrainingData
 
-    no_validation = DataLoader(range(0))
-    data = DeviceTrainingData(images, targets, no_validation, config.batch_size, config.seed, augment)
+    data = DeviceTrainingData(images, targets, range(0), config.batch_size, 1, config.seed, augment)  # no validation
 
     def batches(device: torch.device):
         """What the step receives: index batches gathered from the on-device tensors, then augmented there."""

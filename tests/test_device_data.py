@@ -2,7 +2,6 @@
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from dlcv.training.device_data import DeviceTrainingData
 
@@ -29,8 +28,10 @@ class Recorder(L.LightningModule):
 def test_training_batches_are_gathered_and_augmented_on_the_device_and_validation_passes_through():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
     targets = torch.arange(10) * 100
-    val = DataLoader(list(zip(images[:3], targets[:3], strict=True)), batch_size=2)
-    data = DeviceTrainingData(images, targets, val, batch_size=4, seed=7, augment=lambda x, y: (x.float() + 0.5, y + 1))
+    val = list(zip(images[:3], targets[:3], strict=True))
+    data = DeviceTrainingData(
+        images, targets, val, batch_size=4, val_batch_size=2, seed=7, augment=lambda x, y: (x.float() + 0.5, y + 1)
+    )
     model = Recorder()
     trainer = L.Trainer(
         accelerator="cpu",

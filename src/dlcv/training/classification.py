@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from dlcv.config import ClassifyConfig
@@ -135,8 +134,9 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
     data = DeviceTrainingData(
         train_set.images,
         train_set.labels,
-        DataLoader(val_set, batch_size=max(256, config.batch_size)),
+        val_set,
         config.batch_size,
+        max(256, config.batch_size),
         config.seed,
         augment,
     )

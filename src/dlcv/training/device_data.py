@@ -3,8 +3,8 @@
 The training loader yields only batches of indices (an order drawn from (seed, epoch), each DDP
 process its share: :mod:`dlcv.training.sampling`). After Lightning moves a batch of indices to the
 device, :meth:`DeviceTrainingData.on_after_batch_transfer` gathers those items from the tensors
-already there (moved once) and augments them with tensor ops: no file reading, decoding or
-per-item work stands between two training steps. The augmentation draws from the training
+already there (moved once) and augments them there: no file reading, decoding or loader worker
+stands between two training steps. The augmentation draws from the training
 process's generators, which :class:`dlcv.training.callbacks.EpochSeed` reseeds every epoch, so a
 resumed run replays it. Validation is an ordinary loader, served unpadded.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from dlcv.training.sampling import training_loader, validation_loader
 
@@ -25,20 +25,21 @@ BatchAugmentation = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, t
 
 class DeviceTrainingData(L.LightningDataModule):
     """``images`` (uint8 N x C x H x W) and ``targets`` (labels or masks) moved to the device on first use;
-    ``val`` a plain loader, served again as this process's unpadded share."""
+    ``val`` read in batches of ``val_batch_size``, this process's unpadded share."""
 
     def __init__(
         self,
         images: torch.Tensor,
         targets: torch.Tensor,
-        val: DataLoader,
+        val: Dataset,
         batch_size: int,
+        val_batch_size: int,
         seed: int,
         augment: BatchAugmentation,
     ) -> None:
         super().__init__()
         self.images, self.targets, self.val = images, targets, val
-        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.batch_size, self.val_batch_size, self.seed, self.augment = batch_size, val_batch_size, seed, augment
         self.first_epoch = 0
 
     def train_dataloader(self) -> DataLoader:
@@ -47,7 +48,7 @@ class DeviceTrainingData(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return validation_loader(self.val.dataset, self.trainer, self.val.batch_size, num_workers=self.val.num_workers)
+        return validation_loader(self.val, self.trainer, self.val_batch_size)
 
     def state_dict(self) -> dict[str, int]:
         # The epoch Lightning will run first when it resumes from this checkpoint.

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from PIL import Image
-from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from dlcv.config import SegmentConfig
@@ -172,8 +171,10 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
         loss=config.loss,
         class_weights=class_weights,
     )
-    val_loader = DataLoader(val_set, batch_size=config.batch_size if val_set.uniform_size() else 1, num_workers=0)
-    data = DeviceTrainingData(train_set.images, train_set.masks, val_loader, config.batch_size, config.seed, augment)
+    val_batch_size = config.batch_size if val_set.uniform_size() else 1  # pairs of mixed sizes do not stack
+    data = DeviceTrainingData(
+        train_set.images, train_set.masks, val_set, config.batch_size, val_batch_size, config.seed, augment
+    )
     with warnings.catch_warnings():
         # Batches are index tensors, or validation pairs already in memory: workers would have nothing to do.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
