@@ -107,3 +107,17 @@ def test_each_pair_of_a_batch_draws_its_own_augmentation():
     for out_image, out_mask in zip(images, masks, strict=True):
         exact = (out_image[0] == 0) | (out_image[0] == 255)  # away from the blurred edge
         assert torch.equal((out_image[0] == 255)[exact], (out_mask == 1)[exact])
+
+
+def test_training_pairs_of_mixed_sizes_are_one_line_naming_the_odd_file(tmp_path, landcover_dir, capsys):
+    from tests.conftest import run_cli
+
+    data = tmp_path / "data"
+    shutil.copytree(landcover_dir, data)
+    odd = data / "train" / "0003_sat.jpg"
+    Image.open(odd).resize((48, 40)).save(odd)
+    Image.open(data / "train" / "0003_mask.png").resize((48, 40), Image.NEAREST).save(data / "train" / "0003_mask.png")
+    out = tmp_path / "run"
+    status, _, err = run_cli(capsys, "segment", "train", "--data", data, "--out", out, "--device", "cpu")
+    assert status == 2 and err == f"error: {odd}: not the size of the other training pairs; pass --image-size\n"
+    assert not out.exists()
