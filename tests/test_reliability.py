@@ -6,6 +6,7 @@ import json
 import os
 import re
 import selectors
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from dlcv.results import source_commit
 from dlcv.training.segmentation import SegmentationTask
 from tests.conftest import run_cli
 
@@ -111,26 +113,31 @@ def ctrl_c_when_printed(argv: list, pattern: bytes, stderr: Path) -> tuple[int, 
 
 
 def test_ctrl_c_mid_epoch_exits_130_with_one_line_then_resume_ends_like_an_uninterrupted_run(
-    uninterrupted, data, tiny_segment_config, tmp_path, capsys
+    uninterrupted, data, tiny_segment_config, tmp_path, capsys, monkeypatch
 ):
     run = tmp_path / "interrupted"
-    status, err = ctrl_c_when_printed(
-        train_argv(data, tiny_segment_config, run), rb"Epoch 1: +\d+%\|[^|]*\| 1/8", tmp_path / "err"
-    )
+    argv = train_argv(data, tiny_segment_config, run)
+    started_at = source_commit()
+    status, err = ctrl_c_when_printed(argv, rb"Epoch 1: +\d+%\|[^|]*\| 1/8", tmp_path / "err")
     assert status == 130
     assert [line for line in err if line.startswith("interrupted")] == err[-1:]
     assert err[-1] == f"interrupted: {run / 'last.ckpt'} holds the last finished epoch; --resume continues"
     assert [row["epoch"] for row in history(run / "last.ckpt")] == [0]
     assert not (run / "run.json").exists()  # run.json describes finished runs only
 
+    # The checkout moved on before the resume.
+    monkeypatch.setattr("dlcv.training.runner.source_commit", lambda: "later")
     status, out, err = run_cli(capsys, "segment", "train", "--out", run, "--resume")
     assert status == 0, err
     assert (run / "metrics.csv").read_bytes() == (uninterrupted / "metrics.csv").read_bytes()
     assert same_weights(run / "last.ckpt", uninterrupted / "last.ckpt")
-    # The run's time is the interrupted session's (up to last.ckpt) plus the resumed one's.
+    # The run's time is the interrupted session's (up to last.ckpt) plus the resumed one's; its command
+    # the one that started it, its commits both sessions'.
     session = float(re.search(r"wall time: ([\d.]+) s", out).group(1))
     record = json.loads((run / "run.json").read_text())
     assert record["epochs"] == 2 and record["wall_s"] > session + 0.5
+    assert record["command"] == shlex.join(["dlcv", *argv])
+    assert record["commit"] == "+".join(c for c in (started_at, "later") if c)
 
 
 def test_ctrl_c_stops_classification_training_the_same_way(tmp_path):

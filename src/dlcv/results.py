@@ -101,7 +101,8 @@ def write_run_record(
 ) -> Path:
     """``RUN/run.json``: how a finished run was made (command, commit, date, device, time, best score).
 
-    ``commit`` is the source's when the run started: the checkout may move on while it trains.
+    ``commit`` is the source's when the run started (the checkout may move on while it trains), joined by
+    ``+`` to another's where a resume ran from a different commit.
     """
     record = {
         "task": task,

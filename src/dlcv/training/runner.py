@@ -128,12 +128,14 @@ class _RunFolder(Callback):
             write_text_atomic(self.run_dir / name, text)
 
 
-class _RunTime(Callback):
-    """The run's training time across resumes: kept in every checkpoint, so a resumed run (even after a
-    kill) adds its own time to what last.ckpt recorded."""
+class _RunProvenance(Callback):
+    """How the run was made, across resumes: kept in every checkpoint, so a resumed run (even after a kill)
+    adds its own time to what last.ckpt recorded, and keeps the command that started it (a resume command
+    alone, ``--out RUN --resume``, reproduces nothing) and every commit it trained at."""
 
-    def __init__(self) -> None:
+    def __init__(self, command: str, commit: str | None) -> None:
         self.started, self.earlier = time.perf_counter(), 0.0
+        self.command, self.commits = command, [commit] if commit else []
 
     def session_s(self) -> float:
         return time.perf_counter() - self.started
@@ -141,11 +143,17 @@ class _RunTime(Callback):
     def total_s(self) -> float:
         return self.earlier + self.session_s()
 
-    def state_dict(self) -> dict[str, float]:
-        return {"wall_s": self.total_s()}
+    def commit(self) -> str | None:
+        return "+".join(self.commits) or None
 
-    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+    def state_dict(self) -> dict:
+        return {"wall_s": self.total_s(), "command": self.command, "commits": self.commits}
+
+    def load_state_dict(self, state_dict: dict) -> None:
         self.earlier = float(state_dict["wall_s"])
+        self.command = state_dict.get("command", self.command)
+        earlier = list(state_dict.get("commits", []))
+        self.commits = earlier + [c for c in self.commits if c not in earlier]
 
 
 class _CtrlC(Callback):
@@ -208,7 +216,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
 ) -> RunSummary:
     """Train ``task`` into ``config.out``, keeping best/last checkpoints, metrics.csv and config.yaml, and at
-    the end run.json (this process's ``dlcv ...`` command line, commit, time, device).
+    the end run.json (the ``dlcv ...`` command line that started it, commit, time, device).
 
     ``data`` serves its loaders with the samplers of :mod:`dlcv.training.sampling` (training a
     function of (seed, epoch); validation unpadded under DDP). best.ckpt holds weights only;
@@ -239,7 +247,7 @@ def fit(
         for name, watch in ((BEST, monitor), (LAST, None))
     )
     processes = config.devices * config.num_nodes
-    run_time, ctrl_c = _RunTime(), _CtrlC()
+    provenance, ctrl_c = _RunProvenance(shlex.join(["dlcv", *sys.argv[1:]]), commit), _CtrlC()
     try:
         trainer = L.Trainer(
             accelerator=accelerator,
@@ -257,7 +265,7 @@ def fit(
                 *callbacks,
                 best,
                 last,
-                run_time,
+                provenance,
                 ctrl_c,
             ],
             plugins=[AtomicCheckpointIO(weights_only=[BEST])],
@@ -294,16 +302,16 @@ def fit(
         best_score=float(best.best_model_score) if best.best_model_score is not None else None,
         best_checkpoint=run_dir / BEST,
         epochs=trainer.current_epoch,
-        wall_s=run_time.session_s(),
+        wall_s=provenance.session_s(),
         is_global_zero=trainer.is_global_zero,
     )
     if trainer.is_global_zero:
         write_run_record(
             run_dir,
             task=get_entry(config.model).task,
-            command=shlex.join(["dlcv", *sys.argv[1:]]),
-            commit=commit,
-            wall_s=run_time.total_s(),
+            command=provenance.command,
+            commit=provenance.commit(),
+            wall_s=provenance.total_s(),
             epochs=summary.epochs,
             device=device_name(accelerator),
             monitor=monitor,
