@@ -1,5 +1,6 @@
 """What keeps dlcv fast, checked without timing anything: light imports, GPU layouts, compilation."""
 
+import csv
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from dlcv.config import SegmentConfig
 from dlcv.data.palette import NUM_KEYS, PALETTE, colour_key_image, colour_keys, count_off_palette, decode_mask
 from dlcv.training.runner import optimise_for_device
 from dlcv.training.segmentation import SegmentationTask
+from tests.conftest import run_cli
 from tests.test_metrics import write_crafted
 
 
@@ -62,3 +64,21 @@ def test_cpu_layout_is_left_alone():
     optimise_for_device(task, SegmentConfig(), "cpu")
     assert task.model.features[0].weight.is_contiguous()
     assert task.model._compiled_call_impl is None
+
+
+def test_compiled_training_gives_the_eager_numbers_and_plain_checkpoints(tmp_path, capsys):
+    """``--compile`` (inductor, here on the CPU) changes how fast a step runs, not what it computes."""
+    from dlcv.data.synthetic import make_classification_set
+
+    data = make_classification_set(tmp_path / "data", classes=3, per_class=8, size=16, seed=2, val_per_class=2)
+    histories, state_keys = [], []
+    for name, flags in (("eager", []), ("compiled", ["--compile"])):
+        run = tmp_path / name
+        argv = ["classify", "train", "--data", data, "--model", "resnet20_cifar", "--weights", "none", "--epochs", "2"]
+        status, _, err = run_cli(capsys, *argv, "--batch-size", "8", "--device", "cpu", "--out", run, *flags)
+        assert status == 0, err
+        with (run / "metrics.csv").open(newline="") as handle:
+            histories.append([float(row["train_loss"]) for row in csv.DictReader(handle)])
+        state_keys.append(torch.load(run / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"].keys())
+    assert histories[1] == pytest.approx(histories[0], rel=1e-2)
+    assert state_keys[1] == state_keys[0]  # no "_orig_mod." prefixes: a compiled run's weights load uncompiled
