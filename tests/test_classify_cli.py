@@ -242,6 +242,33 @@ def test_strong_augmentation_and_ema(classification_dir, tiny_config, tmp_path, 
     assert "current_model_state" in checkpoint  # the averaged weights are the saved ones (best.ckpt: test_run_folder)
 
 
+def test_weight_ema_follows_the_model_early_then_settles_at_its_decay():
+    import torch
+    from torch import nn
+    from torch.optim.swa_utils import AveragedModel
+
+    from dlcv.training.classification import warmed_ema
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    nn.init.zeros_(model[0].weight)
+    averaged = AveragedModel(model, multi_avg_fn=warmed_ema(0.999), use_buffers=True)
+    averaged.update_parameters(model)  # the first update copies the model: the "initial" weights, zeros
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].num_batches_tracked.fill_(50)
+    for _ in range(50):
+        averaged.update_parameters(model)
+    # A plain EMA at 0.999 would still sit at 1 - 0.999 ** 50 = 0.049.
+    assert torch.all(averaged.module[0].weight > 0.99)
+    assert int(averaged.module[1].num_batches_tracked) > 40  # integer buffers are averaged too
+    for _ in range(9000):  # the warm-up reaches 0.999 at 8,991 updates
+        averaged.update_parameters(model)
+    with torch.no_grad():
+        model[0].weight.fill_(2.0)
+    averaged.update_parameters(model)
+    assert torch.allclose(averaged.module[0].weight, torch.full((2, 2), 1.001))  # settled: 0.999 of the average
+
+
 def copy_set(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target

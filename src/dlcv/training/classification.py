@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +68,34 @@ class ClassificationTask(Task):
         self.log_dict(dict(zip(class_columns(len(confusion)), map(float, per_class), strict=True)))
 
 
+def warmed_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """A ``multi_avg_fn`` for torch's AveragedModel: EMA whose decay after n updates is min(decay, (1 + n) / (10 + n)).
+
+    A plain EMA starts from the random initial weights and keeps ``decay ** steps`` of them: at 0.999,
+    still 42% after 5 epochs of 175 steps and 7% after 15. The warm-up (timm's and TensorFlow's rule)
+    lets the average follow the model early and reach ``decay`` after (10 decay - 1) / (1 - decay) updates
+    (8,991 at 0.999); in a shorter run it averages over about the last ninth of its steps. One
+    foreach call per group of tensors, and the count stays on the device: no per-step sync.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        step_decay = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay)
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, (1 - step_decay).to(averaged[0].dtype))
+        else:  # integer buffers (batch-norm's batch counts)
+            for mean, value in zip(averaged, current, strict=True):
+                mean.copy_(mean * step_decay + value * (1 - step_decay))
+
+    return update
+
+
 def weight_ema(decay: float) -> Callback:
     """Exponential moving average of the weights (and batch-norm statistics), validated and saved in place
     of the raw weights."""
     from lightning.pytorch.callbacks import WeightAveraging
-    from torch.optim.swa_utils import get_ema_avg_fn
 
-    return WeightAveraging(avg_fn=get_ema_avg_fn(decay))
+    return WeightAveraging(multi_avg_fn=warmed_ema(decay))
 
 
 def check_options(config: ClassifyConfig) -> None:
