@@ -65,7 +65,7 @@ def git_commit() -> str | None:
         commit = git("rev-parse", "--short", "HEAD")
     except (OSError, subprocess.CalledProcessError):
         return None
-    return f"{commit}-dirty" if git("status", "--porcelain") else commit
+    return f"{commit}-dirty" if git("status", "--porcelain", "--", "src") else commit
 
 
 def test_run_json_records_how_the_run_was_made(segment_run):

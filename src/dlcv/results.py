@@ -66,8 +66,9 @@ REFERENCES = (
 
 
 def source_commit() -> str | None:
-    """``git rev-parse --short HEAD`` of the checkout dlcv runs from, ``-dirty`` when its files differ from that
-    commit (changed, or new and not ignored); None for an installed copy, or where git is missing or fails."""
+    """``git rev-parse --short HEAD`` of the checkout dlcv runs from, ``-dirty`` when its source (``src/``) differs
+    from that commit (changed, or new and not ignored; edits to docs or tests change no run); None for an
+    installed copy, or where git is missing or fails."""
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
@@ -78,7 +79,7 @@ def source_commit() -> str | None:
 
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        dirty = bool(git("status", "--porcelain"))
+        dirty = bool(git("status", "--porcelain", "--", "src"))
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if commit and dirty else commit or None
