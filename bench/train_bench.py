@@ -168,13 +168,13 @@ class DlcvSide:
 def dlcv_segment(data: Path, args, limit: int) -> DlcvSide:
     """SegmentationTask and its on-device data, built as ``dlcv segment train`` builds them (defaults)."""
     from dlcv.data.landcover import LandCoverDataset
-    from dlcv.data.transforms import landcover_train_transform
+    from dlcv.data.transforms import LandCoverAugment
     from dlcv.training.segmentation import SegmentationTask
 
     config = SegmentConfig(model=args.model, batch_size=args.batch_size, workers=args.workers)
     train_set = LandCoverDataset(data / "train", config.image_size, limit=limit, workers=config.workers)
     size = min(train_set.images.shape[-2:])
-    augment = landcover_train_transform(config.crop_size or config.image_size or size, config.min_scale).each
+    augment = LandCoverAugment(config.crop_size or config.image_size or size, config.min_scale)
     task = build_task(
         SegmentationTask, config, TASKS["segment"]["classes"], False, image_size=config.image_size, loss=config.loss
     )

@@ -5,10 +5,9 @@ import re
 import pytest
 import torch
 from safetensors.torch import save_file
-from torchvision import tv_tensors
 from torchvision.models import ResNet50_Weights, ResNet101_Weights, VGG16_Weights, resnet50
 
-from dlcv.data.transforms import RandomScaledCrop, landcover_train_transform
+from dlcv.data.transforms import LandCoverAugment
 from dlcv.models import build_model, get_entry, load_weights, model_names
 from dlcv.models.encoders import ResNetEncoder, VGG16Encoder
 from dlcv.models.fcn import vgg16_features
@@ -103,22 +102,40 @@ def test_hed_weights_load_into_the_vgg16_models(hed_weights):
 
 
 def test_scaled_crop_zooms_within_the_image():
-    image = tv_tensors.Image(torch.zeros(3, 40, 64, dtype=torch.uint8))
     for scale_range, side in (((2.0, 2.0), 16), ((1.0, 1.0), 32), ((0.5, 0.5), 40), ((0.1, 0.2), 40)):
-        params = RandomScaledCrop(32, scale_range).make_params([image])
-        assert params["side"] == side, scale_range
-        assert 0 <= params["top"] <= 40 - side and 0 <= params["left"] <= 64 - side
-    sides = {RandomScaledCrop(32, (0.9, 2.0)).make_params([image])["side"] for _ in range(200)}
-    assert min(sides) >= 16 and max(sides) == pytest.approx(32 / 0.9, abs=1) and len(sides) > 10
+        top, left, height, width = LandCoverAugment(32, scale_range=scale_range).windows(50, 40, 64).unbind(1)
+        assert torch.allclose(height, torch.full_like(height, side)) and torch.equal(height, width), scale_range
+        assert top.min() >= 0 and (top + height).max() <= 40 and left.min() >= 0 and (left + width).max() <= 64
+    sides = LandCoverAugment(32, scale_range=(0.9, 2.0)).windows(2000, 40, 64)[:, 2]
+    assert sides.min() >= 16 and sides.max() == pytest.approx(32 / 0.9, abs=0.5) and sides.unique().numel() > 10
+
+
+def test_area_crop_keeps_its_share_and_aspect_and_fits():
+    top, left, height, width = LandCoverAugment(32, min_scale=0.3).windows(2000, 40, 64).unbind(1)
+    share, aspect = height * width / (40 * 64), width / height
+    assert share.min() >= 0.3 - 1e-9 and share.max() > 0.8  # 40 x 53.3 is the largest 4:3 window
+    assert aspect.min() >= 3 / 4 - 1e-9 and aspect.max() <= 4 / 3 + 1e-9
+    assert top.min() >= 0 and (top + height).max() <= 40 + 1e-9 and (left + width).max() <= 64 + 1e-9
+
+
+def test_full_windows_give_the_eight_flips_and_turns():
+    torch.manual_seed(1)
+    mask = torch.randint(0, 7, (8, 8))
+    _, masks = LandCoverAugment(8, scale_range=(1.0, 1.0))(
+        torch.zeros(64, 3, 8, 8, dtype=torch.uint8), mask.expand(64, 8, 8)
+    )
+    symmetries = {tuple(torch.rot90(m, k).flatten().tolist()) for m in (mask, mask.flip(-1)) for k in range(4)}
+    assert {tuple(m.flatten().tolist()) for m in masks} == symmetries  # exact pixels, every one of the eight
 
 
 def test_scaled_crop_keeps_image_and_mask_aligned():
     torch.manual_seed(0)
     mask = (torch.arange(64) // 8).view(64, 1).expand(64, 64).contiguous()  # 8 horizontal bands
     image = (mask * 30).to(torch.uint8).expand(3, 64, 64).contiguous()
-    transform = landcover_train_transform(24, scale_range=(0.5, 2.0))
+    augment = LandCoverAugment(24, scale_range=(0.5, 2.0))
     for _ in range(20):
-        out_image, out_mask = transform(image, mask)
+        out_images, out_masks = augment(image[None], mask[None])
+        out_image, out_mask = out_images[0], out_masks[0]
         assert out_image.shape == (3, 24, 24) and out_mask.shape == (24, 24)
         assert set(out_mask.unique().tolist()) <= set(range(8))  # nearest: no blended labels
         exact = out_image[0] % 30 == 0  # pixels inside a band, away from a blurred edge

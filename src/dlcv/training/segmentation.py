@@ -1,7 +1,8 @@
 """Land-cover segmentation as a Lightning task, and the training entry point behind the CLI.
 
 The training pairs live as uint8 tensors on the training device, and each batch is zoomed, cropped,
-flipped and turned there by torchvision's v2 transforms (:mod:`dlcv.training.device_data`).
+flipped and turned there, pair by pair but in one sampling call (:class:`dlcv.data.transforms.LandCoverAugment`,
+:mod:`dlcv.training.device_data`).
 Validation reads the pairs from memory at their full size, so it scores at the graders' resolution.
 """
 
@@ -22,7 +23,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from dlcv.config import SegmentConfig
 from dlcv.data.landcover import LandCoverDataset
 from dlcv.data.palette import CLASS_NAMES, NUM_CLASSES, encode_mask
-from dlcv.data.transforms import landcover_train_transform
+from dlcv.data.transforms import LandCoverAugment
 from dlcv.errors import UserError
 from dlcv.files import atomic_path
 from dlcv.metrics import iou_per_class
@@ -160,7 +161,7 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
     if not train_set.uniform_size():
         raise UserError(f"{train_set.odd_size()}: not the size of the other training pairs; pass --image-size")
     crop = config.crop_size or config.image_size or min(train_set.images.shape[-2:])
-    augment = landcover_train_transform(crop, config.min_scale, scale_range).each
+    augment = LandCoverAugment(crop, config.min_scale, scale_range)
 
     task = build_task(
         SegmentationTask,
