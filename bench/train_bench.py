@@ -211,11 +211,10 @@ def on_device(task, config, images: torch.Tensor, targets: torch.Tensor, augment
 
     def batches(device: torch.device):
         """What the step receives: index batches gathered from the on-device tensors, then augmented there."""
-        on_device_images, on_device_targets = images.to(device), targets.to(device)
         while True:
             for indices in torch.randperm(len(images), device=device).split(config.batch_size):
                 if len(indices) == config.batch_size:
-                    yield augment(on_device_images[indices], on_device_targets[indices])
+                    yield data.training_batch(indices)
 
     return DlcvSide(task, {"datamodule": data}, config, batches, size)
 

@@ -60,7 +60,10 @@ class DeviceTrainingData(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.trainer is None or not self.trainer.training:
             return batch
-        device = batch.device
-        if self.images.device != device:
-            self.images, self.targets = self.images.to(device), self.targets.to(device)
-        return self.augment(self.images[batch], self.targets[batch])
+        return self.training_batch(batch)
+
+    def training_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The items at ``indices`` gathered on the indices' device (the set moves there once) and augmented."""
+        if self.images.device != indices.device:
+            self.images, self.targets = self.images.to(indices.device), self.targets.to(indices.device)
+        return self.augment(self.images[indices], self.targets[indices])
