@@ -83,9 +83,8 @@ def warmed_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor]
         step_decay = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay)
         if averaged[0].is_floating_point():
             torch._foreach_lerp_(averaged, current, (1 - step_decay).to(averaged[0].dtype))
-        else:  # integer buffers (batch-norm's batch counts)
-            for mean, value in zip(averaged, current, strict=True):
-                mean.copy_(mean * step_decay + value * (1 - step_decay))
+        else:  # integer buffers (batch-norm's batch counts): counters, not averaged
+            torch._foreach_copy_(averaged, current)
 
     return update
 
