@@ -52,6 +52,14 @@ def device_for(device: str) -> torch.device:
     return torch.device("cuda" if accelerator_for(device) == "gpu" else "cpu")
 
 
+def place(task: Task, device: torch.device) -> None:
+    """Move ``task`` to ``device``; on a GPU its weights go channels-last, the layout tensor cores convolve
+    in (cuDNN then picks NHWC kernels, as in training)."""
+    task.to(device)
+    if device.type == "cuda":
+        task.to(memory_format=torch.channels_last)
+
+
 def segmentation_inputs(folder: str | Path) -> list[Path]:
     """The images to segment: the ``*_sat`` ones if the folder has any (it may hold masks too), else all."""
     images = list_images(folder)
@@ -139,7 +147,7 @@ def iter_class_maps(
     """
     check_tta(tta, tta_scales)
     target = device_for(device)
-    task.to(target)
+    place(task, target)
     loader = DataLoader(
         _ImageFiles(paths, task.hparams.get("image_size")),
         batch_size=batch_size,
@@ -193,7 +201,7 @@ def iter_logits(
     task: Task, images: torch.Tensor, device: torch.device, batch_size: int = 256
 ) -> Iterator[torch.Tensor]:
     """Class scores of a uint8 N x 3 x H x W tensor, batch by batch, on ``device``."""
-    task.to(device)
+    place(task, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     with torch.inference_mode(), autocast:
         for start in range(0, len(images), batch_size):
