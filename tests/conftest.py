@@ -6,8 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+#: Devices for tests of what runs on the training device: the CPU always, a CUDA GPU where there is one.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
 REAL_DATA = Path(os.environ.get("DLCV_HW2_DATA", Path(__file__).resolve().parents[2] / "shared" / "hw2_data"))
 HED_WEIGHTS = REAL_DATA.parent / "weights" / "vgg16_features_hed.safetensors"
 #: Options that make an FCN train on generated land cover in seconds on the CPU: narrow fc6/fc7, 32 px, no snapshots.

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import run_checkpoint_cli, run_cli
+from tests.conftest import DEVICES, run_checkpoint_cli, run_cli
 
 TINY = {"workers": 0, "device": "cpu"}
 #: A cheap model for the CPU: 0.27M parameters.
@@ -242,14 +242,15 @@ def test_strong_augmentation_and_ema(classification_dir, tiny_config, tmp_path, 
     assert "current_model_state" in checkpoint  # the averaged weights are the saved ones (best.ckpt: test_run_folder)
 
 
-def test_weight_ema_follows_the_model_early_then_settles_at_its_decay():
+@pytest.mark.parametrize("device", DEVICES)
+def test_weight_ema_follows_the_model_early_then_settles_at_its_decay(device):
     import torch
     from torch import nn
     from torch.optim.swa_utils import AveragedModel
 
     from dlcv.training.classification import warmed_ema
 
-    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).to(device)
     nn.init.zeros_(model[0].weight)
     averaged = AveragedModel(model, multi_avg_fn=warmed_ema(0.999), use_buffers=True)
     averaged.update_parameters(model)  # the first update copies the model: the "initial" weights, zeros
@@ -266,7 +267,8 @@ def test_weight_ema_follows_the_model_early_then_settles_at_its_decay():
     with torch.no_grad():
         model[0].weight.fill_(2.0)
     averaged.update_parameters(model)
-    assert torch.allclose(averaged.module[0].weight, torch.full((2, 2), 1.001))  # settled: 0.999 of the average
+    settled = torch.full((2, 2), 1.001, device=device)  # 0.999 of the average, 0.001 of the model
+    assert torch.allclose(averaged.module[0].weight, settled)
 
 
 def copy_set(source: Path, target: Path) -> Path:

@@ -1,9 +1,11 @@
 """The training set on the device: index batches in, the right items (augmented) out; validation untouched."""
 
 import lightning as L
+import pytest
 import torch
 
 from dlcv.training.device_data import DeviceTrainingData
+from tests.conftest import DEVICES
 
 
 class Recorder(L.LightningModule):
@@ -25,7 +27,8 @@ class Recorder(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_training_batches_are_gathered_and_augmented_on_the_device_and_validation_passes_through():
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_batches_are_gathered_and_augmented_on_the_device_and_validation_passes_through(device):
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).contiguous()
     targets = torch.arange(10) * 100
     val = list(zip(images[:3], targets[:3], strict=True))
@@ -34,7 +37,8 @@ def test_training_batches_are_gathered_and_augmented_on_the_device_and_validatio
     )
     model = Recorder()
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
         max_epochs=2,
         logger=False,
         enable_checkpointing=False,
@@ -45,6 +49,8 @@ def test_training_batches_are_gathered_and_augmented_on_the_device_and_validatio
     trainer.fit(model, datamodule=data)
     train = model.seen["train"]
     assert len(train) == 4  # 10 items in batches of 4, the last partial batch dropped, 2 epochs
+    assert {t.device.type for batch in train for t in batch} == {device}
+    train = [(batch_images.cpu(), batch_targets.cpu()) for batch_images, batch_targets in train]
     for batch_images, batch_targets in train:
         items = (batch_targets - 1) // 100  # which items the batch holds, from their augmented targets
         assert torch.equal(batch_images, images[items].float() + 0.5)
@@ -52,5 +58,5 @@ def test_training_batches_are_gathered_and_augmented_on_the_device_and_validatio
     assert len(set(first_epoch.tolist())) == 8  # no item twice in an epoch
     assert not torch.equal(first_epoch, torch.cat([t for _, t in train[2:]]))  # a new order each epoch
     val_images, val_targets = zip(*model.seen["val"], strict=True)
-    assert torch.equal(torch.cat(val_targets), torch.cat([targets[:3]] * 2))  # every validation item, as given
+    assert torch.equal(torch.cat(val_targets).cpu(), torch.cat([targets[:3]] * 2))  # every validation item, as given
     assert torch.cat(val_images).dtype == torch.uint8

@@ -8,6 +8,7 @@ from PIL import Image
 from dlcv.data.landcover import LandCoverDataset, find_pairs
 from dlcv.data.transforms import LandCoverAugment
 from dlcv.errors import UserError
+from tests.conftest import DEVICES
 
 
 @pytest.fixture
@@ -89,17 +90,19 @@ def test_pairs_of_one_size_are_held_as_one_tensor_and_mixed_sizes_as_lists(folde
     assert mixed[5][0].shape == (3, 40, 48) and mixed[5][1].shape == (40, 48)
 
 
-def test_each_pair_of_a_batch_draws_its_own_augmentation():
+@pytest.mark.parametrize("device", DEVICES)
+def test_each_pair_of_a_batch_draws_its_own_augmentation(device):
     import torch
 
     # One picture (a bright corner, labelled 1) eight times: each copy must come out aligned with its
     # mask, and the copies must differ (per-item crops, flips and turns, not one draw for the batch).
-    image = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    image = torch.zeros(3, 32, 32, dtype=torch.uint8, device=device)
     image[:, :8, :12] = 255
     mask = (image[0] > 0).to(torch.uint8)
     torch.manual_seed(0)
     images, masks = LandCoverAugment(24, min_scale=0.5)(image.expand(8, -1, -1, -1), mask.expand(8, -1, -1))
     assert images.shape == (8, 3, 24, 24) and masks.shape == (8, 24, 24) and masks.dtype == torch.int64
+    assert images.device.type == masks.device.type == device
     assert len({tuple(m.flatten().tolist()) for m in masks}) > 4
     for out_image, out_mask in zip(images, masks, strict=True):
         exact = (out_image[0] == 0) | (out_image[0] == 255)  # away from the blurred edge

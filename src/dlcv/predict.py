@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +53,16 @@ def device_for(device: str) -> torch.device:
     return torch.device("cuda" if accelerator_for(device) == "gpu" else "cpu")
 
 
-def place(task: Task, device: torch.device) -> None:
-    """Move ``task`` to ``device``; on a GPU its weights go channels-last, the layout tensor cores convolve
-    in (cuDNN then picks NHWC kernels, as in training)."""
+@contextmanager
+def inference_on(task: Task, device: torch.device) -> Iterator[None]:
+    """Inference as training ran: ``task`` on ``device``, no autograd; on a GPU, bf16 autocast and
+    channels-last weights (the layout tensor cores convolve in: cuDNN then picks NHWC kernels)."""
     task.to(device)
-    if device.type == "cuda":
+    on_gpu = device.type == "cuda"
+    if on_gpu:
         task.to(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+        yield
 
 
 def segmentation_inputs(folder: str | Path) -> list[Path]:
@@ -147,15 +152,13 @@ def iter_class_maps(
     """
     check_tta(tta, tta_scales)
     target = device_for(device)
-    place(task, target)
     loader = DataLoader(
         _ImageFiles(paths, task.hparams.get("image_size")),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=list,
     )
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=target.type == "cuda")
-    with torch.inference_mode(), autocast:
+    with inference_on(task, target):
         for batch in loader:
             groups = defaultdict(list)  # images of one size run as one batch
             for index, image, size in batch:
@@ -201,9 +204,7 @@ def iter_logits(
     task: Task, images: torch.Tensor, device: torch.device, batch_size: int = 256
 ) -> Iterator[torch.Tensor]:
     """Class scores of a uint8 N x 3 x H x W tensor, batch by batch, on ``device``."""
-    place(task, device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
+    with inference_on(task, device):
         for start in range(0, len(images), batch_size):
             yield task(images[start : start + batch_size].to(device))
 
