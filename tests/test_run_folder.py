@@ -92,6 +92,9 @@ def test_no_git_no_commit(monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", git_missing)
     assert source_commit() is None
+    # A copy of the checkout without git (a lent GPU machine's) is told its commit.
+    monkeypatch.setenv("DLCV_SOURCE_COMMIT", "abc1234")
+    assert source_commit() == "abc1234"
 
 
 def test_publish_takes_a_run_folder(segment_run, tmp_path, capsys):

@@ -13,6 +13,7 @@ import csv
 import datetime
 import io
 import json
+import os
 import subprocess
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
@@ -68,7 +69,10 @@ REFERENCES = (
 def source_commit() -> str | None:
     """``git rev-parse --short HEAD`` of the checkout dlcv runs from, ``-dirty`` when its source (``src/``) differs
     from that commit (changed, or new and not ignored; edits to docs or tests change no run); None for an
-    installed copy, or where git is missing or fails."""
+    installed copy, or where git is missing or fails. ``DLCV_SOURCE_COMMIT``, when set, names it instead: a
+    copy of a checkout without its ``.git`` (as a lent GPU machine receives) cannot ask git."""
+    if os.environ.get("DLCV_SOURCE_COMMIT"):
+        return os.environ["DLCV_SOURCE_COMMIT"]
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
