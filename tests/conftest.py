@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,20 @@ def hed_weights() -> Path:
     if not HED_WEIGHTS.is_file():
         pytest.skip("../shared/weights/vgg16_features_hed.safetensors not present")
     return HED_WEIGHTS
+
+
+@contextmanager
+def no_host_sync(device: str) -> Iterator[None]:
+    """On a CUDA device, any operation inside that makes the host wait for the GPU (a value read back, a
+    blocking copy) raises; elsewhere nothing changes."""
+    if device != "cuda":
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:

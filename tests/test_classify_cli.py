@@ -11,7 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import DEVICES, run_checkpoint_cli, run_cli
+from tests.conftest import DEVICES, no_host_sync, run_checkpoint_cli, run_cli
 
 TINY = {"workers": 0, "device": "cpu"}
 #: A cheap model for the CPU: 0.27M parameters.
@@ -246,28 +246,31 @@ def test_strong_augmentation_and_ema(classification_dir, tiny_config, tmp_path, 
 def test_weight_ema_follows_the_model_early_then_settles_at_its_decay(device):
     import torch
     from torch import nn
-    from torch.optim.swa_utils import AveragedModel
 
-    from dlcv.training.classification import warmed_ema
+    from dlcv.training.classification import WarmedEMA
 
     model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)).to(device)
     nn.init.zeros_(model[0].weight)
-    averaged = AveragedModel(model, multi_avg_fn=warmed_ema(0.999), use_buffers=True)
-    averaged.update_parameters(model)  # the first update copies the model: the "initial" weights, zeros
+    averaged = WarmedEMA(model, 0.999)
     with torch.no_grad():
         model[0].weight.fill_(1.0)
         model[1].num_batches_tracked.fill_(50)
+    with no_host_sync(device):
+        averaged.update_parameters(model)  # the first update copies the model
+    assert torch.equal(averaged.module[0].weight, model[0].weight)
+    with torch.no_grad():
+        model[0].weight.zero_()
     for _ in range(50):
         averaged.update_parameters(model)
-    # A plain EMA at 0.999 would still sit at 1 - 0.999 ** 50 = 0.049.
-    assert torch.all(averaged.module[0].weight > 0.99)
+    # A plain EMA at 0.999 would still sit at 0.999 ** 50 = 0.951.
+    assert torch.all(averaged.module[0].weight < 0.01)
     assert int(averaged.module[1].num_batches_tracked) == 50  # integer buffers (counters) follow the model
     for _ in range(9000):  # the warm-up reaches 0.999 at 8,991 updates
         averaged.update_parameters(model)
     with torch.no_grad():
-        model[0].weight.fill_(2.0)
+        model[0].weight.fill_(1.0)
     averaged.update_parameters(model)
-    settled = torch.full((2, 2), 1.001, device=device)  # 0.999 of the average, 0.001 of the model
+    settled = torch.full((2, 2), 0.001, device=device)  # 0.999 of the average (0), 0.001 of the model
     assert torch.allclose(averaged.module[0].weight, settled)
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from dlcv.predict import inference_on, iter_logits, load_task, segment_probabilities
-from tests.conftest import run_checkpoint_cli, run_cli
+from tests.conftest import TINY_SEGMENT, run_checkpoint_cli, run_cli
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 GPU = "cuda"
@@ -69,3 +70,38 @@ def test_classification_trains_on_the_gpu_and_scores_as_the_cpu_does(classificat
     images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     cpu, gpu = (torch.cat([s.float().cpu() for s in iter_logits(task, images, torch.device(d))]) for d in ("cpu", GPU))
     assert (cpu - gpu).abs().max() < 0.05 * cpu.abs().max()  # bf16 against fp32
+
+
+@pytest.fixture
+def steps_never_wait_for_the_gpu(monkeypatch):
+    """Training steps 2 to 5 of the first epoch, with every hook around them and the batches fetched and
+    augmented meanwhile, raise on any operation that makes the host wait for the GPU: with none, the host
+    prepares the next step while the GPU runs this one."""
+    from dlcv.training import runner
+
+    class Fenced(runner.FiniteLossGuard):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+            fenced = trainer.current_epoch == 0 and 2 <= batch_idx < 6
+            torch.cuda.set_sync_debug_mode("error" if fenced else "default")
+
+    monkeypatch.setattr(runner, "FiniteLossGuard", Fenced)
+    yield
+    torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("task", ["segment", "classify"])
+def test_training_steps_never_wait_for_the_gpu(
+    task, steps_never_wait_for_the_gpu, landcover_dir, classification_dir, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    if task == "segment":  # 12 steps an epoch; multi-scale crops and the Lovasz loss
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({**TINY_SEGMENT, "scale_range": [0.75, 1.5], "crop_size": 24}))
+        argv = ["--data", landcover_dir, "--model", "fcn8s", "--config", config, "--batch-size", "1"]
+        argv += ["--loss", "ce+lovasz"]
+    else:  # 8 steps an epoch; the strong recipe's augmentation and weight EMA
+        argv = ["--data", classification_dir, "--model", "resnet20_cifar", "--batch-size", "4", "--workers", "0"]
+        argv += ["--policy", "trivialaugment", "--mixup", "0.2", "--cutmix", "1.0", "--ema", "0.99"]
+    status, _, err = run_cli(capsys, task, "train", *argv, "--out", run, "--epochs", "1", "--device", GPU)
+    assert status == 0, err
+    check_run(run)

@@ -256,6 +256,41 @@ def test_non_finite_training_stops_and_keeps_the_last_good_epoch(
     assert len((run / "metrics.csv").read_text().splitlines()) == 2  # the header and epoch 0
 
 
+@pytest.mark.parametrize(("device", "stops_at"), [("cpu", 1), ("cuda", 3)])
+def test_the_loss_guard_reads_a_gpu_loss_back_only_every_few_steps_and_names_the_first_bad_batch(device, stops_at):
+    from types import SimpleNamespace
+
+    from dlcv.training.callbacks import FiniteLossGuard, TrainingDiverged
+
+    # A stand-in trainer: only the device type and the (single-process) decision matter here.
+    strategy = SimpleNamespace(root_device=torch.device(device), reduce_boolean_decision=lambda decision, all: decision)
+    trainer = SimpleNamespace(strategy=strategy, current_epoch=3)
+    guard = FiniteLossGuard(gpu_every=4)
+    guard.on_train_epoch_start(trainer, None)
+    losses = [1.0, float("nan"), float("inf"), 2.0]
+    for batch in range(stops_at):  # on a GPU the NaN of batch 1 is only read back at the 4th step
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(losses[batch])}, None, batch)
+    with pytest.raises(TrainingDiverged, match=r"^training loss became nan at epoch 3, batch 1; "):
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(losses[stops_at])}, None, stops_at)
+
+
+def test_the_loss_guard_checks_a_short_gpu_epoch_at_its_end():
+    from types import SimpleNamespace
+
+    from dlcv.training.callbacks import FiniteLossGuard, TrainingDiverged
+
+    strategy = SimpleNamespace(root_device=torch.device("cuda"), reduce_boolean_decision=lambda decision, all: decision)
+    trainer = SimpleNamespace(strategy=strategy, current_epoch=0)
+    guard = FiniteLossGuard(gpu_every=50)
+    for batch, loss in enumerate([1.0, float("inf")]):
+        guard.on_train_batch_end(trainer, None, torch.tensor(loss), None, batch)
+    with pytest.raises(TrainingDiverged, match="became inf at epoch 0, batch 1;"):
+        guard.on_train_epoch_end(trainer, torch.nn.Linear(2, 2))
+    guard.on_train_epoch_start(trainer, None)  # a new epoch starts clean
+    guard.on_train_batch_end(trainer, None, torch.tensor(1.0), None, 0)
+    guard.on_train_epoch_end(trainer, torch.nn.Linear(2, 2))
+
+
 def test_an_absurd_learning_rate_is_one_clear_error(data, tiny_segment_config, tmp_path, capsys):
     status, _, err = run_cli(
         capsys, *train_argv(data, tiny_segment_config, tmp_path / "run", "--lr", "1e12", "--epochs", "1")

@@ -204,3 +204,24 @@ def test_best_ckpt_of_an_ema_run_holds_the_averaged_weights(tmp_path, capsys):
         assert status == 0, err
         predictions[name] = (tmp_path / f"{name}.csv").read_text()
     assert predictions["best"] == predictions["last"] == (run / "val_predictions.csv").read_text()
+
+
+def test_an_ema_run_resumed_ends_with_the_average_of_one_run_straight_through(tmp_path, capsys):
+    """The average and its update count live in last.ckpt: a run stopped after epoch 0 and resumed ends with
+    the weights, average and metrics of the same run trained without a stop."""
+    from dlcv.data.synthetic import make_classification_set
+
+    data = make_classification_set(tmp_path / "data", classes=3, per_class=8, size=16, seed=2, val_per_class=2)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    argv = ["classify", "train", "--data", data, "--config", config, "--model", "resnet20_cifar", "--batch-size", "8"]
+    argv += ["--ema", "0.9", "--policy", "trivialaugment"]
+    for run, epochs in (("straight", "2"), ("stopped", "1")):
+        status, _, err = run_cli(capsys, *argv, "--out", tmp_path / run, "--epochs", epochs)
+        assert status == 0, err
+    status, _, err = run_cli(capsys, "classify", "train", "--out", tmp_path / "stopped", "--resume", "--epochs", "2")
+    assert status == 0, err
+    straight, resumed = checkpoint(tmp_path / "straight" / "last.ckpt"), checkpoint(tmp_path / "stopped" / "last.ckpt")
+    assert same_tensors(straight["state_dict"], resumed["state_dict"])  # the average
+    assert same_tensors(straight["current_model_state"], resumed["current_model_state"])
+    assert (tmp_path / "straight" / "metrics.csv").read_text() == (tmp_path / "stopped" / "metrics.csv").read_text()

@@ -63,8 +63,10 @@ class LandCoverAugment:
         rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
         linear = rotation * mirror[:, None, :] * torch.stack([window_w / width, window_h / height], -1)[:, :, None]
         centre = torch.stack([(2 * left + window_w) / width - 1, (2 * top + window_h) / height - 1], -1)
-        theta = torch.cat([linear, centre[:, :, None]], dim=2).to(device=device, dtype=torch.float32)
-        return F.affine_grid(theta, [count, 1, self.size, self.size], align_corners=False)
+        theta = torch.cat([linear, centre[:, :, None]], dim=2).float()
+        if device.type == "cuda":  # from pinned memory the copy queues behind the GPU's work, not waiting for it
+            theta = theta.pin_memory()
+        return F.affine_grid(theta.to(device, non_blocking=True), [count, 1, self.size, self.size], align_corners=False)
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images N x 3 x H x W and masks N x H x W -> the same at ``size`` x ``size``; int64 masks."""

@@ -69,21 +69,49 @@ class FiniteLossGuard(Callback):
     being finite numbers.
 
     Every process decides together (one process's NaN stops all of them, none waits for a dead
-    peer), and the check of the weights runs before the epoch's checkpoints are written, so
-    ``last.ckpt`` always holds finite weights.
+    peer), and the checks run before the epoch's checkpoints are written, so ``last.ckpt`` always
+    holds finite weights. The first non-finite loss (its value and batch) is recorded where the loss
+    lies; on a GPU it is read back only every ``gpu_every`` steps and at the end of the epoch, since a
+    read waits for the GPU to finish the step, idling it while the next step is prepared. On a CPU,
+    where nothing runs ahead, every step is checked.
     """
+
+    def __init__(self, gpu_every: int = 50) -> None:
+        self.gpu_every = gpu_every
+        self.bad_batch: torch.Tensor | None = None  # the epoch's first batch with a non-finite loss, -1 if none
+        self.bad_loss: torch.Tensor | None = None  # its loss
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.bad_batch = self.bad_loss = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        finite = loss is None or bool(torch.isfinite(loss.detach()).all())
-        if not trainer.strategy.reduce_boolean_decision(finite, all=True):
-            value = "a non-finite value" if finite else f"{float(loss):.4g}"
+        if loss is not None:
+            loss = loss.detach().float()
+            if self.bad_batch is None:
+                self.bad_batch, self.bad_loss = torch.full((), -1, device=loss.device), loss.new_zeros(())
+            first = (self.bad_batch < 0) & ~torch.isfinite(loss)
+            self.bad_batch = torch.where(first, batch_idx, self.bad_batch)
+            self.bad_loss = torch.where(first, loss, self.bad_loss)
+        every = 1 if trainer.strategy.root_device.type == "cpu" else self.gpu_every
+        if (batch_idx + 1) % every == 0:
+            self.check_loss(trainer)
+
+    def check_loss(self, trainer: L.Trainer) -> None:
+        batch = -1 if self.bad_batch is None else int(self.bad_batch)
+        if not trainer.strategy.reduce_boolean_decision(batch < 0, all=True):
+            epoch = trainer.current_epoch
+            if batch >= 0:
+                what = f"{float(self.bad_loss):.4g} at epoch {epoch}, batch {batch}"
+            else:
+                what = f"non-finite in another process in epoch {epoch}"
             raise TrainingDiverged(
-                f"training loss became {value} at epoch {trainer.current_epoch}, batch {batch_idx}; "
-                "last.ckpt keeps the last good epoch: lower --lr and start over (--overwrite)"
+                f"training loss became {what}; last.ckpt keeps the last good epoch: lower --lr and start over "
+                "(--overwrite)"
             )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check_loss(trainer)
         finite = all(bool(torch.isfinite(p.detach()).all()) for p in pl_module.parameters())
         if not trainer.strategy.reduce_boolean_decision(finite, all=True):
             raise TrainingDiverged(

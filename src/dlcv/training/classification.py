@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from itertools import chain
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import WeightAveraging
+from torch.optim.swa_utils import AveragedModel
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from dlcv.config import ClassifyConfig
@@ -68,33 +70,54 @@ class ClassificationTask(Task):
         self.log_dict(dict(zip(class_columns(len(confusion)), map(float, per_class), strict=True)))
 
 
-def warmed_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
-    """A ``multi_avg_fn`` for torch's AveragedModel: EMA whose decay after n updates is min(decay, (1 + n) / (10 + n)).
+class WarmedEMA(AveragedModel):
+    """An exponential moving average of a model's weights and buffers whose decay after n updates is
+    min(decay, (1 + n) / (10 + n)); the first update copies the model.
 
     A plain EMA starts from the random initial weights and keeps ``decay ** steps`` of them: at 0.999,
     still 42% after 5 epochs of 175 steps and 7% after 15. The warm-up (timm's and TensorFlow's rule)
     lets the average follow the model early and reach ``decay`` after (10 decay - 1) / (1 - decay) updates
-    (8,991 at 0.999); in a shorter run it averages over about the last ninth of its steps. One
-    foreach call per group of tensors, and the count stays on the device: no per-step sync.
+    (8,991 at 0.999); in a shorter run it averages over about the last ninth of its steps. Integer buffers
+    (batch-norm's counters) are copied, not averaged. torch's own ``update_parameters`` asks the host
+    whether the count is 0 and takes the decay as a Python number: on a GPU, waits for every step to end.
+    Here the count, the decay and the first copy (a step of weight 1) stay on the device.
     """
 
+    def __init__(self, model: torch.nn.Module, decay: float, device: torch.device | None = None) -> None:
+        super().__init__(model, device=device, use_buffers=True)
+        self.decay = decay
+
     @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        step_decay = torch.clamp((1 + num_averaged) / (10 + num_averaged), max=decay)
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, (1 - step_decay).to(averaged[0].dtype))
-        else:  # integer buffers (batch-norm's batch counts): counters, not averaged
-            torch._foreach_copy_(averaged, current)
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        count = self.n_averaged
+        weight = torch.where(count == 0, 1.0, 1 - torch.clamp((1 + count) / (10 + count), max=self.decay))
+        averaged, current, counters, counts = [], [], [], []
+        ours, theirs = (chain(m.parameters(), m.buffers()) for m in (self.module, model))
+        for mine, its in zip(ours, theirs, strict=True):
+            if mine.is_floating_point():
+                averaged.append(mine)
+                current.append(its.detach())
+            else:
+                counters.append(mine)
+                counts.append(its.detach())
+        if averaged:  # averaged += weight * (current - averaged)
+            torch._foreach_addcmul_(averaged, torch._foreach_sub(current, averaged), [weight] * len(averaged))
+        if counters:
+            torch._foreach_copy_(counters, counts)
+        self.n_averaged += 1
 
-    return update
 
+class WeightEMA(WeightAveraging):
+    """Lightning's weight averaging (the average validated, saved in checkpoints and restored on resume)
+    with a :class:`WarmedEMA` for average."""
 
-def weight_ema(decay: float) -> Callback:
-    """Exponential moving average of the weights (and batch-norm statistics), validated and saved in place
-    of the raw weights."""
-    from lightning.pytorch.callbacks import WeightAveraging
+    def __init__(self, decay: float) -> None:
+        super().__init__()
+        self.decay = decay
 
-    return WeightAveraging(multi_avg_fn=warmed_ema(decay))
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":  # where WeightAveraging builds its plain AveragedModel
+            self._average_model = WarmedEMA(pl_module, self.decay, device=pl_module.device)
 
 
 def check_options(config: ClassifyConfig) -> None:
@@ -140,7 +163,7 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
         raise UserError(f"{run_dir / LAST}: trained for {trained} classes, but {config.data} has {num_classes}")
     log.info("data: %d training and %d validation images, %d classes", len(train_set), len(val_set), num_classes)
     augment = BatchAugment(num_classes, config.crop_padding, config.flip, config.policy, config.mixup, config.cutmix)
-    callbacks = [weight_ema(config.ema)] if config.ema else []
+    callbacks = [WeightEMA(config.ema)] if config.ema else []
 
     task = build_task(
         ClassificationTask,

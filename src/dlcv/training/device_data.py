@@ -43,8 +43,10 @@ class DeviceTrainingData(L.LightningDataModule):
         self.first_epoch = 0
 
     def train_dataloader(self) -> DataLoader:
+        # Pinned index batches reach a GPU by an asynchronous copy: no wait for the step before.
+        pin = self.trainer.strategy.root_device.type == "cuda"
         return training_loader(
-            range(len(self.images)), self.trainer, self.seed, self.batch_size, epoch=self.first_epoch
+            range(len(self.images)), self.trainer, self.seed, self.batch_size, epoch=self.first_epoch, pin_memory=pin
         )
 
     def val_dataloader(self) -> DataLoader:
