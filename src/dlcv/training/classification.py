@@ -100,8 +100,10 @@ class WarmedEMA(AveragedModel):
             else:
                 counters.append(mine)
                 counts.append(its.detach())
-        if averaged:  # averaged += weight * (current - averaged)
-            torch._foreach_addcmul_(averaged, torch._foreach_sub(current, averaged), [weight] * len(averaged))
+        if averaged:  # averaged += weight * (current - averaged), the weight a tensor on the device
+            steps = torch._foreach_sub(current, averaged)
+            torch._foreach_mul_(steps, weight)
+            torch._foreach_add_(averaged, steps)
         if counters:
             torch._foreach_copy_(counters, counts)
         self.n_averaged += 1
