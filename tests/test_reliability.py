@@ -256,15 +256,19 @@ def test_non_finite_training_stops_and_keeps_the_last_good_epoch(
     assert len((run / "metrics.csv").read_text().splitlines()) == 2  # the header and epoch 0
 
 
-@pytest.mark.parametrize(("device", "stops_at"), [("cpu", 1), ("cuda", 3)])
-def test_the_loss_guard_reads_a_gpu_loss_back_only_every_few_steps_and_names_the_first_bad_batch(device, stops_at):
+def stand_in_trainer(device: str, epoch: int):
+    """What the loss guard reads of a trainer: its device type, epoch and (single-process) decision."""
     from types import SimpleNamespace
 
+    strategy = SimpleNamespace(root_device=torch.device(device), reduce_boolean_decision=lambda decision, all: decision)
+    return SimpleNamespace(strategy=strategy, current_epoch=epoch)
+
+
+@pytest.mark.parametrize(("device", "stops_at"), [("cpu", 1), ("cuda", 3)])
+def test_the_loss_guard_reads_a_gpu_loss_back_only_every_few_steps_and_names_the_first_bad_batch(device, stops_at):
     from dlcv.training.callbacks import FiniteLossGuard, TrainingDiverged
 
-    # A stand-in trainer: only the device type and the (single-process) decision matter here.
-    strategy = SimpleNamespace(root_device=torch.device(device), reduce_boolean_decision=lambda decision, all: decision)
-    trainer = SimpleNamespace(strategy=strategy, current_epoch=3)
+    trainer = stand_in_trainer(device, epoch=3)
     guard = FiniteLossGuard(gpu_every=4)
     guard.on_train_epoch_start(trainer, None)
     losses = [1.0, float("nan"), float("inf"), 2.0]
@@ -275,12 +279,9 @@ def test_the_loss_guard_reads_a_gpu_loss_back_only_every_few_steps_and_names_the
 
 
 def test_the_loss_guard_checks_a_short_gpu_epoch_at_its_end():
-    from types import SimpleNamespace
-
     from dlcv.training.callbacks import FiniteLossGuard, TrainingDiverged
 
-    strategy = SimpleNamespace(root_device=torch.device("cuda"), reduce_boolean_decision=lambda decision, all: decision)
-    trainer = SimpleNamespace(strategy=strategy, current_epoch=0)
+    trainer = stand_in_trainer("cuda", epoch=0)
     guard = FiniteLossGuard(gpu_every=50)
     for batch, loss in enumerate([1.0, float("inf")]):
         guard.on_train_batch_end(trainer, None, torch.tensor(loss), None, batch)
