@@ -104,8 +104,21 @@ def _segment_train(args: argparse.Namespace) -> None:
     from dlcv.config import SegmentConfig
     from dlcv.training.segmentation import train_segmentation
 
+    if args.class_weights is not None:
+        args.class_weights = _parse_class_weights(args.class_weights)
     config = _resolve_train_config(SegmentConfig, args)
     _print_summary(train_segmentation(config, resume=args.resume, overwrite=args.overwrite))
+
+
+def _parse_class_weights(tokens: Sequence[str]) -> list[float] | dict[str, float]:
+    """``rangeland=1.5`` (others 1) or one number per class, as a config's ``class_weights`` takes them."""
+    try:
+        if all("=" in token for token in tokens):
+            return {name: float(weight) for name, weight in (token.split("=", 1) for token in tokens)}
+        return [float(token) for token in tokens]
+    except ValueError:
+        given = " ".join(tokens)
+        raise UserError(f"--class-weights {given}: give CLASS=WEIGHT pairs or one number per class") from None
 
 
 def _segment_predict(args: argparse.Namespace) -> None:
@@ -161,6 +174,9 @@ def _add_segment(commands) -> None:
     _add_train_options(train)
     train.add_argument("--crop-size", type=int, help="training crop side (default: the image size)")
     train.add_argument("--loss", help="ce, dice, lovasz, lovasz_image, or a sum such as ce+lovasz (default ce)")
+    train.add_argument(
+        "--class-weights", nargs="+", metavar="W", help="loss weights: rangeland=1.5 (others 1), or one per class"
+    )
     train.set_defaults(handler=_segment_train)
 
     predict = segment.add_parser("predict", help="write NNNN_mask.png for each image of a folder")
