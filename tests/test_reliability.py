@@ -126,7 +126,7 @@ def test_ctrl_c_mid_epoch_exits_130_with_one_line_then_resume_ends_like_an_unint
     assert not (run / "run.json").exists()  # run.json describes finished runs only
 
     # The checkout moved on before the resume.
-    monkeypatch.setattr("dlcv.training.runner.source_commit", lambda: "later")
+    monkeypatch.setattr("dlcv.training.segmentation.source_commit", lambda: "later")
     status, out, err = run_cli(capsys, "segment", "train", "--out", run, "--resume")
     assert status == 0, err
     assert (run / "metrics.csv").read_bytes() == (uninterrupted / "metrics.csv").read_bytes()

@@ -44,12 +44,12 @@ def segment_run(tmp_path_factory) -> tuple[Path, list[str]]:
     started_at = git_commit()
 
     def moving_checkout() -> str | None:
-        """The checkout moves on once training has written a checkpoint: run.json must keep the start's."""
-        return "moved-on" if (root / "run" / "last.ckpt").exists() else started_at
+        """The checkout moves on once the run folder exists (the data decoded): run.json must keep the start's."""
+        return "moved-on" if (root / "run").exists() else started_at
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["/opt/venv/bin/dlcv", *argv])
-        patch.setattr("dlcv.training.runner.source_commit", moving_checkout)
+        patch.setattr("dlcv.training.segmentation.source_commit", moving_checkout)
         assert main(argv) == 0
     return root / "run", argv
 

@@ -27,6 +27,7 @@ from dlcv.data.labels import write_label_csv
 from dlcv.errors import UserError
 from dlcv.metrics import accuracy_per_class
 from dlcv.models import get_entry
+from dlcv.results import source_commit
 from dlcv.training.device_data import DeviceTrainingData
 from dlcv.training.runner import BEST, LAST, RunSummary, check_run_dir, fit, is_launching_process
 from dlcv.training.task import Task, build_task
@@ -155,6 +156,7 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
     """Check the data and the run folder, train, then write best.ckpt's validation predictions."""
     run_dir = Path(config.out)
     check_run_dir(run_dir, resume, overwrite)
+    commit = source_commit()  # the code this run starts with, before minutes of decoding
     get_entry(config.model, task="classify")  # an unknown model fails before any data is decoded
     check_options(config)
     train_dir, val_dir, val_csv = classification_dirs(config.data)
@@ -196,6 +198,7 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
             monitor="val_acc",
             metric_columns=["train_loss", "val_acc", *class_columns(num_classes)],
             resume=resume,
+            commit=commit,
             callbacks=callbacks,
         )
     if summary.is_global_zero and (run_dir / BEST).is_file():

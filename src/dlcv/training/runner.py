@@ -24,7 +24,7 @@ from dlcv.errors import UserError
 from dlcv.files import atomic_path, write_text_atomic
 from dlcv.models import get_entry
 from dlcv.models.describe import describe_module
-from dlcv.results import RUN_JSON, source_commit, write_run_record
+from dlcv.results import RUN_JSON, write_run_record
 from dlcv.training.callbacks import EpochSeed, FiniteLossGuard, MetricsHistory
 
 BEST, LAST, METRICS, ARCHITECTURE = "best.ckpt", "last.ckpt", "metrics.csv", "architecture.txt"
@@ -213,10 +213,11 @@ def fit(
     monitor: str,
     metric_columns: list[str],
     resume: bool,
+    commit: str | None,
     callbacks: Sequence[Callback] = (),
 ) -> RunSummary:
     """Train ``task`` into ``config.out``, keeping best/last checkpoints, metrics.csv and config.yaml, and at
-    the end run.json (the ``dlcv ...`` command line that started it, commit, time, device).
+    the end run.json (the ``dlcv ...`` command line that started it, ``commit``, time, device).
 
     ``data`` serves its loaders with the samplers of :mod:`dlcv.training.sampling` (training a
     function of (seed, epoch); validation unpadded under DDP). best.ckpt holds weights only;
@@ -224,7 +225,6 @@ def fit(
     """
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    commit = source_commit()  # the code this run trains with, whatever the checkout becomes meanwhile
     accelerator = accelerator_for(config.device)
     optimise_for_device(task, config, accelerator)
     files = {

@@ -28,6 +28,7 @@ from dlcv.errors import UserError
 from dlcv.files import atomic_path
 from dlcv.metrics import iou_per_class
 from dlcv.models import get_entry
+from dlcv.results import source_commit
 from dlcv.training.device_data import DeviceTrainingData
 from dlcv.training.losses import SegmentationLoss, class_weight_vector, parse_loss
 from dlcv.training.runner import RunSummary, check_run_dir, fit
@@ -138,6 +139,7 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
     """Check the data and the run folder, then train; every pair is decoded (and so checked) first."""
     run_dir = Path(config.out)
     check_run_dir(run_dir, resume, overwrite)
+    commit = source_commit()  # the code this run starts with, before minutes of decoding
     get_entry(config.model, task="segment")  # an unknown model fails before any data is decoded
     parse_loss(config.loss)
     class_weights = class_weight_vector(config.class_weights, CLASS_NAMES)
@@ -186,5 +188,6 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
             monitor="val_miou",
             metric_columns=["train_loss", "val_miou", *IOU_COLUMNS],
             resume=resume,
+            commit=commit,
             callbacks=[MaskSnapshots(val_set, list(config.snapshot_ids), run_dir / "snapshots")],
         )
