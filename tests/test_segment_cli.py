@@ -30,6 +30,7 @@ def trained_run(tmp_path_factory, landcover_dir, tiny_config) -> Path:
     run = tmp_path_factory.mktemp("runs") / "fcn16s"
     argv = ["segment", "train", "--data", landcover_dir, "--model", "fcn16s", "--out", run, "--epochs", "3"]
     argv += ["--batch-size", "4", "--lr", "1e-3", "--config", tiny_config, "--class-weights", "rangeland=1.5"]
+    argv += ["--scale-range", "0.8", "1.25"]
     assert main([str(a) for a in argv]) == 0
     return run
 
@@ -44,6 +45,7 @@ def test_run_folder_holds_everything(trained_run):
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert config["model"] == "fcn16s" and config["epochs"] == 3 and config["image_size"] == 32
     assert config["model_kwargs"] == {"fc_channels": 32} and config["class_weights"] == {"rangeland": 1.5}
+    assert config["scale_range"] == [0.8, 1.25]
     hyper_parameters = torch.load(trained_run / "best.ckpt", weights_only=True)["hyper_parameters"]
     assert hyper_parameters["class_weights"] == [1.0, 1.0, 1.5, 1.0, 1.0, 1.0, 1.0]  # the loss's, in class order
     # First, middle and last epoch (0, 1, 2), for each chosen id.
@@ -118,6 +120,7 @@ def test_resume_extends_the_run(trained_run, tmp_path, capsys):
         (["--data", "{data}", "--class-weights", "rangeland=heavy"], "rangeland=heavy"),
         (["--data", "{data}", "--class-weights", "cloud=2"], "cloud"),
         (["--data", "{data}", "--class-weights", "1", "2"], "give 7 numbers"),
+        (["--data", "{data}", "--scale-range", "1.5", "0.75"], "scale_range"),
     ],
 )
 def test_train_user_errors(argv, culprit, tmp_path, landcover_dir, tiny_config, capsys):

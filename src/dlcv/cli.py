@@ -173,6 +173,13 @@ def _add_segment(commands) -> None:
     train = segment.add_parser("train", help="train a segmentation model")
     _add_train_options(train)
     train.add_argument("--crop-size", type=int, help="training crop side (default: the image size)")
+    train.add_argument(
+        "--scale-range",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="multi-scale training: zoom each crop by a factor drawn from [LOW, HIGH] (1 1: one scale)",
+    )
     train.add_argument("--loss", help="ce, dice, lovasz, lovasz_image, or a sum such as ce+lovasz (default ce)")
     train.add_argument(
         "--class-weights", nargs="+", metavar="W", help="loss weights: rangeland=1.5 (others 1), or one per class"
