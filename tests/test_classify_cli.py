@@ -303,7 +303,7 @@ def test_train_data_errors(damage, culprit, classification_dir, tiny_config, tmp
     [
         (["--model", "fcn8s"], "fcn8s"),
         (["--policy", "autoaugment"], "--policy"),
-        (["--ema", "1.5"], "ema 1.5: must lie in [0, 1)"),
+        (["--ema", "1.5"], "--ema: ema 1.5: must lie in [0, 1)"),
     ],
 )
 def test_train_flag_errors(flags, culprit, classification_dir, tiny_config, tmp_path, capsys):

@@ -158,7 +158,7 @@ def test_bad_recipe_options_are_one_line_errors(tmp_path, capsys, landcover_dir,
     status, _, err = run_cli(
         capsys, "segment", "train", "--data", landcover_dir, "--out", out, "--config", config, "--device", "cpu"
     )
-    assert status == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert status == 2 and err.count("\n") == 1 and err.startswith(f"error: {config}: ")  # the file to fix
     assert re.search(message, err)
     assert not out.exists()
 

@@ -120,7 +120,7 @@ def test_resume_extends_the_run(trained_run, tmp_path, capsys):
         (["--data", "{data}", "--class-weights", "rangeland=heavy"], "rangeland=heavy"),
         (["--data", "{data}", "--class-weights", "cloud=2"], "cloud"),
         (["--data", "{data}", "--class-weights", "1", "2"], "give 7 numbers"),
-        (["--data", "{data}", "--scale-range", "1.5", "0.75"], "scale_range"),
+        (["--data", "{data}", "--scale-range", "1.5", "0.75"], "--scale-range: scale_range must be"),
     ],
 )
 def test_train_user_errors(argv, culprit, tmp_path, landcover_dir, tiny_config, capsys):

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from dlcv.errors import UserError
+from dlcv.errors import OptionError, UserError
 
 CONFIG_NAME = "config.yaml"
 
@@ -46,6 +46,15 @@ class TrainConfig:
     limit_val: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def check(self) -> None:
+        """Refuse a bad option value (an :class:`OptionError` naming the option) before any data is read."""
+        for name in ("epochs", "batch_size", "devices", "num_nodes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise OptionError(name, f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
+            raise OptionError("seed", f"seed must be an integer in 0 .. 4294967295, not {self.seed!r}")
+
 
 @dataclass
 class SegmentConfig(TrainConfig):
@@ -65,6 +74,31 @@ class SegmentConfig(TrainConfig):
     loss: str = "ce"  # ce | dice | lovasz | lovasz_image, or a sum such as ce+lovasz
     class_weights: list[float] | dict[str, float] | None = None  # 7 numbers, or {rangeland: 2.0} (others 1)
     snapshot_ids: list[str] = field(default_factory=lambda: ["0010", "0097", "0107"])
+
+    def zoom_range(self) -> tuple[float, float] | None:
+        """``scale_range``, checked: two positive zoom factors, low first (None: no multi-scale)."""
+        values = self.scale_range
+        if values is None:
+            return None
+        numbers = isinstance(values, list | tuple) and all(isinstance(v, int | float) for v in values)
+        if not numbers or len(values) != 2 or not 0 < values[0] <= values[1]:
+            raise OptionError(
+                "scale_range", f"scale_range must be two zoom factors [low, high] with 0 < low <= high, not {values!r}"
+            )
+        return float(values[0]), float(values[1])
+
+    def check(self) -> None:
+        # The loss terms and class names live beside their code; importing them here costs nothing extra,
+        # since only a run about to train checks its options.
+        from dlcv.data.palette import CLASS_NAMES
+        from dlcv.training.losses import class_weight_vector, parse_loss
+
+        super().check()
+        self.zoom_range()
+        if self.crop_size is not None and (not isinstance(self.crop_size, int) or self.crop_size < 1):
+            raise OptionError("crop_size", f"crop_size must be a positive integer, not {self.crop_size!r}")
+        parse_loss(self.loss)
+        class_weight_vector(self.class_weights, CLASS_NAMES)
 
 
 @dataclass
@@ -86,6 +120,25 @@ class ClassifyConfig(TrainConfig):
     cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0 is off (with both on, one of the two per batch)
     label_smoothing: float = 0.1
     ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.999); 0 is off
+
+    def check(self) -> None:
+        from dlcv.data.batch_augment import POLICIES
+
+        super().check()
+        if self.policy not in POLICIES:
+            raise OptionError("policy", f"policy {self.policy!r}: choose {', '.join(POLICIES)}")
+        for name, high, high_open in (
+            ("mixup", float("inf"), False),
+            ("cutmix", float("inf"), False),
+            ("label_smoothing", 1, True),
+            ("ema", 1, True),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not (0 <= value < high if high_open else 0 <= value <= high):
+                raise OptionError(name, f"{name} {value!r}: must lie in [0, {high}{')' if high_open else ']'}")
+        if not isinstance(self.crop_padding, int) or self.crop_padding < 0:
+            message = f"crop_padding {self.crop_padding!r}: must be a whole number of pixels, 0 or more"
+            raise OptionError("crop_padding", message)
 
 
 C = TypeVar("C", bound=TrainConfig)
@@ -122,23 +175,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_config(cls: type[C], config_file: str | Path | None, overrides: dict[str, Any]) -> C:
-    """Defaults of ``cls``, then the YAML file's values, then ``overrides`` (flags actually given)."""
-    values: dict[str, Any] = {}
+    """Defaults of ``cls``, then the YAML file's values, then ``overrides`` (flags actually given).
+
+    The result is checked; a bad value's error names where it came from: the flag, or the file.
+    """
+    from_file: dict[str, Any] = {}
     known = {f.name for f in dataclasses.fields(cls)}
     if config_file is not None:
-        values.update(read_yaml(config_file_path(config_file)))
-        unknown = sorted(set(values) - known)
+        from_file = read_yaml(config_file_path(config_file))
+        unknown = sorted(set(from_file) - known)
         if unknown:
             raise UserError(f"{config_file}: unknown option(s) {', '.join(unknown)} for this command")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    config = cls(**values)
-    for name, expected in (("epochs", int), ("batch_size", int), ("devices", int), ("num_nodes", int)):
-        value = getattr(config, name)
-        if not isinstance(value, expected) or value < 1:
-            raise UserError(f"{config_file or 'command line'}: {name} must be a positive integer, not {value!r}")
-    if not isinstance(config.seed, int) or not 0 <= config.seed < 2**32:
-        source = config_file or "command line"
-        raise UserError(f"{source}: seed must be an integer in 0 .. 4294967295, not {config.seed!r}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    config = cls(**{**from_file, **given})
+    try:
+        config.check()
+    except OptionError as exc:
+        source = f"--{exc.option.replace('_', '-')}" if exc.option in given else config_file
+        raise UserError(f"{source}: {exc}" if source else str(exc)) from None
     return config
 
 

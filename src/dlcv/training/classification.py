@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from dlcv.config import ClassifyConfig
-from dlcv.data.batch_augment import POLICIES, BatchAugment
+from dlcv.data.batch_augment import BatchAugment
 from dlcv.data.classification import ClassificationDataset, classification_dirs
 from dlcv.data.labels import write_label_csv
 from dlcv.errors import UserError
@@ -123,25 +123,6 @@ class WeightEMA(WeightAveraging):
             self._average_model = WarmedEMA(pl_module, self.decay, device=pl_module.device)
 
 
-def check_options(config: ClassifyConfig) -> None:
-    """Refuse a bad augmentation or averaging option before any data is read."""
-
-    def number(name: str, low: float, high: float, high_open: bool = False) -> None:
-        value = getattr(config, name)
-        if not isinstance(value, int | float) or not (low <= value < high if high_open else low <= value <= high):
-            bound = f"{high})" if high_open else f"{high}]"
-            raise UserError(f"{name} {value!r}: must lie in [{low}, {bound}")
-
-    if config.policy not in POLICIES:
-        raise UserError(f"policy {config.policy!r}: choose {', '.join(POLICIES)}")
-    for name in ("mixup", "cutmix"):
-        number(name, 0, float("inf"))
-    number("label_smoothing", 0, 1, high_open=True)
-    number("ema", 0, 1, high_open=True)
-    if not isinstance(config.crop_padding, int) or config.crop_padding < 0:
-        raise UserError(f"crop_padding {config.crop_padding!r}: must be a whole number of pixels, 0 or more")
-
-
 def checkpoint_classes(path: Path) -> int:
     """The class count a checkpoint was trained for (read without loading its tensors)."""
     try:
@@ -157,8 +138,8 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
     run_dir = Path(config.out)
     check_run_dir(run_dir, resume, overwrite)
     commit = source_commit()  # the code this run starts with, before minutes of decoding
-    get_entry(config.model, task="classify")  # an unknown model fails before any data is decoded
-    check_options(config)
+    get_entry(config.model, task="classify")  # an unknown model or option fails before any data is decoded
+    config.check()
     train_dir, val_dir, val_csv = classification_dirs(config.data)
     train_set = ClassificationDataset(train_dir, None, config.image_size, config.limit_train, config.workers)
     val_set = ClassificationDataset(val_dir, val_csv, config.image_size, config.limit_val, config.workers)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcv.errors import UserError
+from dlcv.errors import OptionError
 
 #: Loss terms, joined by ``+`` in a spec: ``lovasz`` scores the whole batch as one set of pixels
 #: (closest to the data-set IoU the graders compute), ``lovasz_image`` each image on its own.
@@ -33,7 +33,9 @@ def parse_loss(spec: str) -> tuple[str, ...]:
     terms = tuple(term.strip() for term in str(spec).split("+"))
     unknown = [term for term in terms if term not in LOSS_TERMS]
     if unknown or len(set(terms)) != len(terms):
-        raise UserError(f"loss {spec!r}: use one or more of {', '.join(LOSS_TERMS)} joined by '+' (each once)")
+        raise OptionError(
+            "loss", f"loss {spec!r}: use one or more of {', '.join(LOSS_TERMS)} joined by '+' (each once)"
+        )
     return terms
 
 
@@ -46,19 +48,21 @@ def class_weight_vector(
     if isinstance(spec, Mapping):
         unknown = sorted(set(spec) - set(class_names))
         if unknown:
-            raise UserError(
-                f"class_weights: unknown class(es) {', '.join(map(str, unknown))}; classes: {', '.join(class_names)}"
+            raise OptionError(
+                "class_weights",
+                f"class_weights: unknown class(es) {', '.join(map(str, unknown))}; classes: {', '.join(class_names)}",
             )
         weights: list[Any] = [spec.get(name, 1.0) for name in class_names]
     elif isinstance(spec, Sequence) and not isinstance(spec, str) and len(spec) == len(class_names):
         weights = list(spec)
     else:
-        raise UserError(
+        raise OptionError(
+            "class_weights",
             f"class_weights: give {len(class_names)} numbers ({', '.join(class_names)}) "
-            f"or a mapping such as {{{class_names[2]}: 2.0}}, not {spec!r}"
+            f"or a mapping such as {{{class_names[2]}: 2.0}}, not {spec!r}",
         )
     if not all(isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) and w > 0 for w in weights):
-        raise UserError(f"class_weights: every weight must be a positive number, not {spec!r}")
+        raise OptionError("class_weights", f"class_weights: every weight must be a positive number, not {spec!r}")
     return [float(w) for w in weights]
 
 

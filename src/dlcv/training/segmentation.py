@@ -30,7 +30,7 @@ from dlcv.metrics import iou_per_class
 from dlcv.models import get_entry
 from dlcv.results import source_commit
 from dlcv.training.device_data import DeviceTrainingData
-from dlcv.training.losses import SegmentationLoss, class_weight_vector, parse_loss
+from dlcv.training.losses import SegmentationLoss, class_weight_vector
 from dlcv.training.runner import RunSummary, check_run_dir, fit
 from dlcv.training.task import Task, build_task
 
@@ -125,27 +125,13 @@ def _data_dirs(data: str) -> tuple[Path, Path]:
     return train, validation
 
 
-def _scale_range(values) -> tuple[float, float] | None:
-    """The config's ``scale_range``, checked: two positive zoom factors, low first."""
-    if values is None:
-        return None
-    numbers = isinstance(values, list | tuple) and all(isinstance(v, int | float) for v in values)
-    if not numbers or len(values) != 2 or not 0 < values[0] <= values[1]:
-        raise UserError(f"scale_range must be two zoom factors [low, high] with 0 < low <= high, not {values!r}")
-    return float(values[0]), float(values[1])
-
-
 def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: bool = False) -> RunSummary:
     """Check the data and the run folder, then train; every pair is decoded (and so checked) first."""
     run_dir = Path(config.out)
     check_run_dir(run_dir, resume, overwrite)
     commit = source_commit()  # the code this run starts with, before minutes of decoding
-    get_entry(config.model, task="segment")  # an unknown model fails before any data is decoded
-    parse_loss(config.loss)
-    class_weights = class_weight_vector(config.class_weights, CLASS_NAMES)
-    scale_range = _scale_range(config.scale_range)
-    if config.crop_size is not None and (not isinstance(config.crop_size, int) or config.crop_size < 1):
-        raise UserError(f"crop_size must be a positive integer, not {config.crop_size!r}")
+    get_entry(config.model, task="segment")  # an unknown model or option fails before any data is decoded
+    config.check()
     train_dir, val_dir = _data_dirs(config.data)
     train_set = LandCoverDataset(train_dir, config.image_size, limit=config.limit_train, workers=config.workers)
     val_set = LandCoverDataset(
@@ -163,7 +149,7 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
     if not train_set.uniform_size():
         raise UserError(f"{train_set.odd_size()}: not the size of the other training pairs; pass --image-size")
     crop = config.crop_size or config.image_size or min(train_set.images.shape[-2:])
-    augment = LandCoverAugment(crop, config.min_scale, scale_range)
+    augment = LandCoverAugment(crop, config.min_scale, config.zoom_range())
 
     task = build_task(
         SegmentationTask,
@@ -172,7 +158,7 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
         resume,
         image_size=config.image_size,
         loss=config.loss,
-        class_weights=class_weights,
+        class_weights=class_weight_vector(config.class_weights, CLASS_NAMES),
     )
     val_batch_size = config.batch_size if val_set.uniform_size() else 1  # pairs of mixed sizes do not stack
     data = DeviceTrainingData(

@@ -1,0 +1,36 @@
+"""Option checks in ``resolve_config``: a bad value's error names the flag or the file it came from."""
+
+import pytest
+
+from dlcv.config import ClassifyConfig, SegmentConfig, resolve_config
+from dlcv.errors import UserError
+
+
+@pytest.mark.parametrize(
+    ("cls", "in_file", "flags", "expected"),
+    [
+        (SegmentConfig, "scale_range: [2.0, 1.0]\n", {}, "{file}: scale_range must be two zoom factors"),
+        (SegmentConfig, "", {"scale_range": [2.0, 1.0]}, "--scale-range: scale_range must be two zoom factors"),
+        (SegmentConfig, "crop_size: 0\n", {"epochs": 3}, "{file}: crop_size must be a positive integer, not 0"),
+        (SegmentConfig, "loss: ce\n", {"loss": "ce+focal"}, "--loss: loss 'ce+focal': use one or more of"),
+        (SegmentConfig, "", {"class_weights": {"cloud": 2.0}}, "--class-weights: class_weights: unknown class"),
+        (SegmentConfig, "epochs: 0\n", {}, "{file}: epochs must be a positive integer, not 0"),
+        (SegmentConfig, "seed: -1\n", {"seed": 2**32}, "--seed: seed must be an integer in 0 .. 4294967295"),
+        (ClassifyConfig, "ema: 1.5\n", {}, "{file}: ema 1.5: must lie in [0, 1)"),
+        (ClassifyConfig, "", {"policy": "autoaugment"}, "--policy: policy 'autoaugment': choose none"),
+        (ClassifyConfig, "crop_padding: 2.5\n", {}, "{file}: crop_padding 2.5: must be a whole number"),
+    ],
+)
+def test_a_bad_option_names_its_source(tmp_path, cls, in_file, flags, expected):
+    config_file = tmp_path / "recipe.yaml"
+    config_file.write_text(in_file)
+    with pytest.raises(UserError) as raised:
+        resolve_config(cls, config_file, flags)
+    assert str(raised.value).startswith(expected.format(file=config_file))
+
+
+def test_a_flag_corrects_a_bad_value_in_the_file(tmp_path):
+    config_file = tmp_path / "recipe.yaml"
+    config_file.write_text("scale_range: [2.0, 1.0]\nloss: ce+focal\n")
+    config = resolve_config(SegmentConfig, config_file, {"scale_range": [1.0, 1.0], "loss": "ce+dice", "lr": None})
+    assert (config.zoom_range(), config.loss) == ((1.0, 1.0), "ce+dice")
