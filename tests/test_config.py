@@ -25,12 +25,26 @@ def test_a_bad_option_names_its_source(tmp_path, cls, in_file, flags, expected):
     config_file = tmp_path / "recipe.yaml"
     config_file.write_text(in_file)
     with pytest.raises(UserError) as raised:
-        resolve_config(cls, config_file, flags)
+        resolve_config(cls, [config_file], flags)
     assert str(raised.value).startswith(expected.format(file=config_file))
 
 
 def test_a_flag_corrects_a_bad_value_in_the_file(tmp_path):
     config_file = tmp_path / "recipe.yaml"
     config_file.write_text("scale_range: [2.0, 1.0]\nloss: ce+focal\n")
-    config = resolve_config(SegmentConfig, config_file, {"scale_range": [1.0, 1.0], "loss": "ce+dice", "lr": None})
+    config = resolve_config(SegmentConfig, [config_file], {"scale_range": [1.0, 1.0], "loss": "ce+dice", "lr": None})
     assert (config.zoom_range(), config.loss) == ((1.0, 1.0), "ce+dice")
+
+
+def test_files_layer_in_turn_and_the_last_to_set_a_value_answers_for_it(tmp_path):
+    base, overlay = tmp_path / "base.yaml", tmp_path / "overlay.yaml"
+    base.write_text("loss: ce+focal\nepochs: 0\n")
+    overlay.write_text("loss: ce+dice\nscale_range: [2.0, 1.0]\n")
+    with pytest.raises(UserError) as raised:  # the overlay mends the base's loss; the base's epochs stay bad
+        resolve_config(SegmentConfig, [base, overlay], {})
+    assert str(raised.value).startswith(f"{base}: epochs must be a positive integer")
+    with pytest.raises(UserError) as raised:
+        resolve_config(SegmentConfig, [base, overlay], {"epochs": 2})
+    assert str(raised.value).startswith(f"{overlay}: scale_range must be two zoom factors")
+    config = resolve_config(SegmentConfig, [base, overlay], {"epochs": 2, "scale_range": [1.0, 1.0]})
+    assert (config.loss, config.epochs) == ("ce+dice", 2)

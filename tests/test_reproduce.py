@@ -11,6 +11,7 @@ import torch
 import yaml
 
 import dlcv.reproduce
+from dlcv.config import resolve_config
 from dlcv.metrics import evaluate_label_csv, evaluate_mask_folders
 from dlcv.models import build_model
 from dlcv.results import COLUMNS, Result, read_results, write_results
@@ -39,8 +40,8 @@ def test_presets_resolve_full_and_quick(tmp_path):
     for quick in (False, True):
         for name in dlcv.reproduce.preset_names():
             experiment = dlcv.reproduce.experiment_for(name)
-            values = dlcv.reproduce.preset(experiment, quick)
-            config = dlcv.reproduce.CONFIG_CLASSES[experiment.task](**values)
+            files = dlcv.reproduce.preset_files(experiment, quick)
+            config = resolve_config(dlcv.reproduce.CONFIG_CLASSES[experiment.task], files, {})
             with torch.device("meta"):  # the options build the model (shapes only, no memory)
                 build_model(config.model, 7, **config.model_kwargs)
             assert config.model == experiment.model and config.weights in ("imagenet", "none")
@@ -52,9 +53,18 @@ def test_presets_resolve_full_and_quick(tmp_path):
                 assert config.epochs >= 20
 
 
+def _lay_over_presets(monkeypatch, folder: Path, values: dict[str, dict]) -> dict[str, Path]:
+    """Lay a YAML file of ``values[task]`` over each experiment's preset files; return the files by task."""
+    overlays = {task: folder / f"overlay_{task}.yaml" for task in values}
+    for task, path in overlays.items():
+        path.write_text(yaml.safe_dump(values[task]))
+    real_files = dlcv.reproduce.preset_files
+    monkeypatch.setattr(dlcv.reproduce, "preset_files", lambda e, quick: [*real_files(e, quick), overlays[e.task]])
+    return overlays
+
+
 def test_reproduce_quick_end_to_end(hw2_dir, tmp_path, capsys, monkeypatch):
-    real_preset = dlcv.reproduce.preset
-    monkeypatch.setattr(dlcv.reproduce, "preset", lambda e, quick: {**real_preset(e, quick), **TINY[e.task]})
+    _lay_over_presets(monkeypatch, tmp_path, TINY)
     out = tmp_path / "out"
     argv = ["reproduce", "--data", hw2_dir, "--out", out, "--quick", "--weights", "none", "--device", "cpu"]
     status, stdout, err = run_cli(capsys, *argv)
@@ -95,6 +105,16 @@ def test_reproduce_names_a_missing_data_folder(hw2_dir, tmp_path, capsys):
     status, _, err = run_cli(capsys, "reproduce", "--data", hw2_dir / "p2_data", "--out", tmp_path / "out", "--quick")
     assert status == 2 and "p1_data" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_reproduce_names_the_preset_file_of_a_bad_value(hw2_dir, tmp_path, capsys, monkeypatch):
+    """A bad value in a preset is the file's fault, not a flag's: the error names that file."""
+    overlays = _lay_over_presets(monkeypatch, tmp_path, {"classify": {}, "segment": {"scale_range": [2.0, 1.0]}})
+    out = tmp_path / "out"
+    status, _, err = run_cli(capsys, "reproduce", "--data", hw2_dir, "--out", out, "--quick", "--device", "cpu")
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: {overlays['segment']}: scale_range must be two zoom factors")
+    assert not out.exists()
 
 
 def _result(model: str, value: float, command: str) -> Result:
@@ -148,17 +168,19 @@ def test_publish_refuses_a_foreign_csv(tmp_path, capsys):
     ],
 )
 def test_train_config_precedence(group, data_fixture, model, extra, tmp_path, capsys, request):
-    """defaults < --config FILE.yaml < flags, and the run folder keeps the resolved result."""
+    """defaults < --config A.yaml < --config B.yaml < flags, and the run folder keeps the resolved result."""
     data = request.getfixturevalue(data_fixture)
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"epochs": 1, "lr": 0.5, "batch_size": 4, "workers": 0, "device": "cpu", **extra}))
+    base, overlay = tmp_path / "base.yaml", tmp_path / "overlay.yaml"
+    base.write_text(yaml.safe_dump({"epochs": 1, "lr": 0.5, "batch_size": 2, "workers": 0, "device": "cpu", **extra}))
+    overlay.write_text(yaml.safe_dump({"lr": 0.25, "batch_size": 4}))
     run = tmp_path / "run"
-    argv = [group, "train", "--data", data, "--model", model, "--out", run, "--config", config, "--lr", "0.001"]
-    status, _, err = run_cli(capsys, *argv)
+    argv = [group, "train", "--data", data, "--model", model, "--out", run, "--config", base, "--config", overlay]
+    status, _, err = run_cli(capsys, *argv, "--lr", "0.001")
     assert status == 0, err
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["lr"] == 0.001  # the flag beats the file
-    assert saved["batch_size"] == 4 and saved["epochs"] == 1  # the file beats the defaults
+    assert saved["lr"] == 0.001  # the flag beats the files
+    assert saved["batch_size"] == 4  # the later file beats the earlier one
+    assert saved["epochs"] == 1  # a file beats the defaults
     assert saved["weight_decay"] == 5e-4 and saved["seed"] == 0  # defaults where neither speaks
     assert saved["model"] == model and saved["data"] == str(data)
 
@@ -175,9 +197,9 @@ def test_config_names_a_shipped_preset_from_any_folder(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     for name in ("report_fcn8s", "report_fcn8s.yaml"):
-        config = resolve_config(SegmentConfig, name, {"epochs": 2})
+        config = resolve_config(SegmentConfig, [name], {"epochs": 2})
         assert (config.model, config.lr, config.epochs) == ("fcn8s", 0.001, 2)
     (tmp_path / "report_fcn8s.yaml").write_text("model: fcn32s\n")  # a file of that name comes first
-    assert resolve_config(SegmentConfig, "report_fcn8s.yaml", {}).model == "fcn32s"
+    assert resolve_config(SegmentConfig, ["report_fcn8s.yaml"], {}).model == "fcn32s"
     with pytest.raises(UserError, match="no_such_preset: no such config file"):
-        resolve_config(SegmentConfig, "no_such_preset", {})
+        resolve_config(SegmentConfig, ["no_such_preset"], {})

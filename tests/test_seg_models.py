@@ -171,7 +171,7 @@ def test_strong_presets_resolve_to_valid_recipes():
     names = [n for n in preset_names() if n.startswith("strong_") and experiment_for(n).task == "segment"]
     assert set(names) >= {"strong_deeplabv3plus_vgg16", "strong_unet_vgg16"}
     for path in (preset_path(f"{name}.yaml") for name in names):
-        config = resolve_config(SegmentConfig, path, {})
+        config = resolve_config(SegmentConfig, [path], {})
         assert get_entry(config.model, task="segment") and parse_loss(config.loss)
         low, high = config.scale_range
         assert 0 < low <= high and config.crop_size / low <= 512  # every zoom fits inside a 512 x 512 image

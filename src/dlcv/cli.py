@@ -39,7 +39,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name (see `dlcv describe --list`)")
     parser.add_argument("--out", help="run folder to create (checkpoints, metrics.csv, config.yaml)")
     parser.add_argument(
-        "--config", help="YAML file of options, or a preset's name (report_fcn8s ...); flags given here override it"
+        "--config",
+        action="append",
+        help="YAML file of options, or a preset's name (report_fcn8s ...); repeat it to layer files (a later one "
+        "wins); flags given here override them all",
     )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -76,13 +79,14 @@ def _resolve_train_config(cls, args: argparse.Namespace):
 
     from dlcv.config import CONFIG_NAME, resolve_config
 
-    config_file = args.config
-    if args.resume and config_file is None and args.out:
-        config_file = Path(args.out) / CONFIG_NAME  # a resumed run keeps its own configuration
-        if not config_file.is_file():
+    config_files = args.config or []
+    if args.resume and not config_files and args.out:
+        own_config = Path(args.out) / CONFIG_NAME  # a resumed run keeps its own configuration
+        if not own_config.is_file():
             raise UserError(f"{args.out}: nothing to resume (no {CONFIG_NAME})")
+        config_files = [own_config]
     fields = {f.name for f in dataclasses.fields(cls)}
-    config = resolve_config(cls, config_file, {k: v for k, v in vars(args).items() if k in fields})
+    config = resolve_config(cls, config_files, {k: v for k, v in vars(args).items() if k in fields})
     for name in ("data", "out"):
         if not getattr(config, name):
             raise UserError(f"--{name} is required (on the command line or in --config)")

@@ -1,4 +1,4 @@
-"""Training configurations: defaults < ``--config FILE.yaml`` < command-line flags.
+"""Training configurations: defaults < ``--config FILE.yaml`` (each in turn) < command-line flags.
 
 Every run folder keeps its resolved configuration as ``config.yaml``, so any run can be repeated
 with ``--config RUN_DIR/config.yaml``.
@@ -7,6 +7,7 @@ with ``--config RUN_DIR/config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -174,24 +175,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return content
 
 
-def resolve_config(cls: type[C], config_file: str | Path | None, overrides: dict[str, Any]) -> C:
-    """Defaults of ``cls``, then the YAML file's values, then ``overrides`` (flags actually given).
+def resolve_config(cls: type[C], config_files: Sequence[str | Path], overrides: dict[str, Any]) -> C:
+    """Defaults of ``cls``, then each YAML file in turn (a later file wins), then ``overrides`` (flags actually given).
 
-    The result is checked; a bad value's error names where it came from: the flag, or the file.
+    The result is checked; a bad value's error names where it came from: the flag, or the last file that set it.
     """
-    from_file: dict[str, Any] = {}
     known = {f.name for f in dataclasses.fields(cls)}
-    if config_file is not None:
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for config_file in config_files:
         from_file = read_yaml(config_file_path(config_file))
         unknown = sorted(set(from_file) - known)
         if unknown:
             raise UserError(f"{config_file}: unknown option(s) {', '.join(unknown)} for this command")
+        values |= from_file
+        sources |= dict.fromkeys(from_file, str(config_file))
     given = {k: v for k, v in overrides.items() if v is not None}
-    config = cls(**{**from_file, **given})
+    values |= given
+    sources |= {name: f"--{name.replace('_', '-')}" for name in given}
+    config = cls(**values)
     try:
         config.check()
     except OptionError as exc:
-        source = f"--{exc.option.replace('_', '-')}" if exc.option in given else config_file
+        source = sources.get(exc.option)
         raise UserError(f"{source}: {exc}" if source else str(exc)) from None
     return config
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from dlcv.config import ClassifyConfig, SegmentConfig, TrainConfig, preset_path, read_yaml, resolve_config
 from dlcv.errors import UserError
@@ -59,14 +58,15 @@ def experiment_for(preset_name: str) -> Experiment:
     return Experiment(preset_name, get_entry(model).task, model)
 
 
-def preset(experiment: Experiment, quick: bool) -> dict[str, Any]:
-    """The experiment's options; ``quick`` lays ``quick_<task>.yaml`` then ``quick_<name>.yaml`` (if any) over them."""
-    values = read_yaml(preset_path(f"{experiment.preset}.yaml"))
+def preset_files(experiment: Experiment, quick: bool) -> list[Path]:
+    """The experiment's preset, then (``quick``) ``quick_<task>.yaml`` and ``quick_<name>.yaml`` if shipped.
+
+    Layered by :func:`resolve_config`, later files winning, so a bad value's error names the file that set it.
+    """
+    files = [preset_path(f"{experiment.preset}.yaml")]
     if quick:
-        for overlay in (f"quick_{experiment.task}.yaml", f"quick_{experiment.name}.yaml"):
-            if preset_path(overlay).is_file():
-                values.update(read_yaml(preset_path(overlay)))
-    return values
+        files += [preset_path(f"quick_{experiment.task}.yaml"), preset_path(f"quick_{experiment.name}.yaml")]
+    return [path for path in files if path.is_file()]
 
 
 def experiment_configs(
@@ -77,7 +77,7 @@ def experiment_configs(
     device: str = "auto",
     presets: tuple[str, ...] = REPORT_PRESETS,
 ) -> list[tuple[Experiment, TrainConfig]]:
-    """The resolved config of each experiment: preset < quick overlay < data, run folder, weights, device."""
+    """The resolved config of each experiment: preset < quick overlays < data, run folder, weights, device."""
     data, out = Path(data), Path(out)
     experiments = [experiment_for(name) for name in presets]
     for folder in dict.fromkeys(data / e.data for e in experiments):
@@ -87,7 +87,7 @@ def experiment_configs(
     for experiment in experiments:
         fixed = {"data": str(data / experiment.data), "out": str(out / "runs" / experiment.name)}
         fixed |= {"weights": weights, "device": device}
-        config = resolve_config(CONFIG_CLASSES[experiment.task], None, {**preset(experiment, quick), **fixed})
+        config = resolve_config(CONFIG_CLASSES[experiment.task], preset_files(experiment, quick), fixed)
         configs.append((experiment, config))
     return configs
 
