@@ -192,7 +192,7 @@ def test_unknown_preset_is_a_user_error(hw2_dir, tmp_path, capsys):
 
 
 def test_config_names_a_shipped_preset_from_any_folder(tmp_path, monkeypatch):
-    from dlcv.config import SegmentConfig, resolve_config
+    from dlcv.config import SegmentConfig
     from dlcv.errors import UserError
 
     monkeypatch.chdir(tmp_path)
