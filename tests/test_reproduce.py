@@ -14,7 +14,7 @@ import dlcv.reproduce
 from dlcv.config import resolve_config
 from dlcv.metrics import evaluate_label_csv, evaluate_mask_folders
 from dlcv.models import build_model
-from dlcv.results import COLUMNS, Result, read_results, write_results
+from dlcv.results import COLUMNS, Result, read_results, render_markdown, seed_groups, write_results
 from tests.conftest import run_cli
 
 #: Laid over the quick presets in the test only, so that training takes seconds on generated data.
@@ -150,6 +150,25 @@ def test_publish_appends_once_and_renders(tmp_path, capsys):
     assert "| fcn8s | hed.safetensors | validation | 0.2500 | 0.6987 | quick |" in markdown
     assert "| fcn32s | hed.safetensors | validation | 0.5000 | 0.6805 | all data |" in markdown
     assert "74.16%" in markdown and "0.7614" in markdown
+
+
+def test_seed_groups_gather_one_recipe_over_its_seeds():
+    train = "dlcv segment train --config strong_deeplabv3plus_vgg16 --data 'P2 DIR' --epochs 5"
+    rows = [
+        _result("fcn8s", 0.50, f"{train} --out runs/a"),
+        _result("fcn8s", 0.40, f"{train} --seed 1 --out runs/b"),
+        _result("fcn8s", 0.30, f"{train} --loss ce --seed 1 --out runs/c"),  # another recipe
+        _result("fcn8s", 0.45, f"{train} --out=runs/d --seed=2"),
+        _result("fcn8s", 0.42, f"{train} --out runs/e --seed 1"),  # a rerun of seed 1: it counts, not 0.40
+        _result("fcn8s", 0.60, "dlcv segment predict --checkpoint runs/a/best.ckpt --tta"),  # not training
+    ]
+    (group,) = seed_groups(rows)
+    assert group.recipe == train and group.seeds == ("-", "1", "2") and group.values == (0.50, 0.42, 0.45)
+    markdown = render_markdown(rows)
+    # mean 0.456667, sample standard deviation 0.040415
+    assert f"| fcn8s | 3 | -, 1, 2 | 0.4567 | 0.0404 | 0.4200 | 0.5000 | `{train}` |" in markdown
+    one_seed_twice = [rows[1], rows[2], rows[4], rows[5]]
+    assert not seed_groups(one_seed_twice) and "Repeated runs" not in render_markdown(one_seed_twice)
 
 
 def test_publish_refuses_a_foreign_csv(tmp_path, capsys):

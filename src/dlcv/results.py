@@ -14,6 +14,8 @@ import datetime
 import io
 import json
 import os
+import shlex
+import statistics
 import subprocess
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
@@ -208,12 +210,91 @@ def publish(sources: list[str | Path], docs: str | Path) -> tuple[int, Path, Pat
     return len(added), table, markdown
 
 
+@dataclass(frozen=True)
+class SeedGroup:
+    """Runs of one training command with different seeds: the spread of a recipe's score."""
+
+    task: str
+    model: str
+    metric: str
+    recipe: str  # the command without --out and --seed
+    seeds: tuple[str, ...]  # as the commands gave them; "-" where one gave none (the configured seed)
+    values: tuple[float, ...]
+
+
+#: Options that name where a run lands or how its draws fall, not what it trains.
+_RUN_ONLY_OPTIONS = ("--out", "--seed")
+
+
+def _recipe_and_seed(command: str) -> tuple[str, str] | None:
+    """(the command without ``--out`` and ``--seed``, the seed it gave or "-"), or None if not ``dlcv TASK train``."""
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    if argv[:1] != ["dlcv"] or argv[2:3] != ["train"]:
+        return None
+    kept, values = [], {}
+    tokens = iter(argv)
+    for token in tokens:
+        name, equals, value = token.partition("=")
+        if name in _RUN_ONLY_OPTIONS:
+            values[name] = value if equals else next(tokens, "")
+        else:
+            kept.append(token)
+    return shlex.join(kept), values.get("--seed", "-")
+
+
+def seed_groups(results: list[Result]) -> list[SeedGroup]:
+    """Groups of rows trained by the same command but for ``--out`` and with two or more ``--seed`` values,
+    in first-row order; of two rows with the same seed, the later (a rerun, say after a fix) counts.
+
+    One run's score says little while the seed alone moves it more than most recipe changes do; the
+    groups show how far it moves.
+    """
+    groups: dict[tuple[str, str, str, str, str], dict[str, float]] = {}
+    for r in results:
+        parsed = _recipe_and_seed(r.command)
+        if parsed is not None:
+            recipe, seed = parsed
+            groups.setdefault((r.task, r.model, r.split, r.metric, recipe), {})[seed] = r.value
+    return [
+        SeedGroup(task, model, metric, recipe, tuple(runs), tuple(runs.values()))
+        for (task, model, _split, metric, recipe), runs in groups.items()
+        if len(runs) > 1
+    ]
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _value(metric: str, value: float) -> str:
     return f"{100 * value:.2f}%" if metric == "accuracy" else f"{value:.4f}"
+
+
+def _seed_table(groups: list[SeedGroup]) -> list[str]:
+    if not groups:
+        return []
+    lines = [
+        "### Repeated runs",
+        "",
+        "Rows above whose training commands differ only in `--out` and `--seed` (seed `-`: the command gave",
+        "none, so the configured seed, 0 unless a config file sets another; of two rows with one seed, the",
+        "later counts): the mean and sample standard deviation of their scores over the seeds.",
+        "",
+        "| model | runs | seeds | mean | std | min | max | command |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for g in groups:
+        metric = g.metric
+        mean, std = statistics.fmean(g.values), statistics.stdev(g.values)
+        lines.append(
+            f"| {_cell(g.model)} | {len(g.values)} | {', '.join(g.seeds)} | {_value(metric, mean)} | "
+            f"{_value(metric, std)} | {_value(metric, min(g.values))} | {_value(metric, max(g.values))} | "
+            f"`{_cell(g.recipe)}` |"
+        )
+    return [*lines, ""]
 
 
 def render_markdown(results: list[Result]) -> str:
@@ -255,6 +336,7 @@ def render_markdown(results: list[Result]) -> str:
         else:
             lines.append("No results yet.")
         lines.append("")
+        lines += _seed_table(seed_groups(rows))
     lines += ["## The report's numbers and its peers' (not run here)", "", "| task | what | metric | value |"]
     lines.append("|---|---|---|---:|")
     for ref in REFERENCES:
