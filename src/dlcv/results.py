@@ -234,15 +234,16 @@ def _recipe_and_seed(command: str) -> tuple[str, str] | None:
         return None
     if argv[:1] != ["dlcv"] or argv[2:3] != ["train"]:
         return None
-    kept, values = [], {}
+    kept, seed = [], "-"
     tokens = iter(argv)
     for token in tokens:
         name, equals, value = token.partition("=")
         if name in _RUN_ONLY_OPTIONS:
-            values[name] = value if equals else next(tokens, "")
+            value = value if equals else next(tokens, "")
+            seed = value if name == "--seed" else seed
         else:
             kept.append(token)
-    return shlex.join(kept), values.get("--seed", "-")
+    return shlex.join(kept), seed
 
 
 def seed_groups(results: list[Result]) -> list[SeedGroup]:
@@ -287,13 +288,9 @@ def _seed_table(groups: list[SeedGroup]) -> list[str]:
         "|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for g in groups:
-        metric = g.metric
-        mean, std = statistics.fmean(g.values), statistics.stdev(g.values)
-        lines.append(
-            f"| {_cell(g.model)} | {len(g.values)} | {', '.join(g.seeds)} | {_value(metric, mean)} | "
-            f"{_value(metric, std)} | {_value(metric, min(g.values))} | {_value(metric, max(g.values))} | "
-            f"`{_cell(g.recipe)}` |"
-        )
+        mean, std, low, high = statistics.fmean(g.values), statistics.stdev(g.values), min(g.values), max(g.values)
+        scores = " | ".join(_value(g.metric, v) for v in (mean, std, low, high))
+        lines.append(f"| {_cell(g.model)} | {len(g.values)} | {', '.join(g.seeds)} | {scores} | `{_cell(g.recipe)}` |")
     return [*lines, ""]
 
 
