@@ -105,7 +105,14 @@ def ctrl_c_when_printed(argv: list, pattern: bytes, stderr: Path) -> tuple[int, 
     (exit status, the lines of its stderr), which must hold no traceback."""
     with stderr.open("wb") as err:
         command = [sys.executable, "-m", "dlcv", *map(str, argv)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err)
+        # A shell's background job (`pytest &`) runs with SIGINT ignored, which children inherit, and a Python
+        # started so never raises KeyboardInterrupt; a handler, unlike "ignored", ends at exec: the child gets
+        # the default, as a run started from a terminal does.
+        outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err)
+        finally:
+            signal.signal(signal.SIGINT, outer)
         kill_when_printed(process, pattern, sig=signal.SIGINT)
     text = stderr.read_text()
     assert "Traceback" not in text, text
