@@ -153,13 +153,17 @@ def test_publish_appends_once_and_renders(tmp_path, capsys):
 
 
 def test_seed_groups_gather_one_recipe_over_its_seeds():
-    train = "dlcv segment train --config strong_deeplabv3plus_vgg16 --data 'P2 DIR' --epochs 5"
+    preset = "strong_deeplabv3plus_vgg16"
+    train = f"dlcv segment train --config {preset} --data 'P2 DIR' --epochs 5"
     rows = [
         _result("fcn8s", 0.50, f"{train} --out runs/a"),
         _result("fcn8s", 0.40, f"{train} --seed 1 --out runs/b"),
         _result("fcn8s", 0.30, f"{train} --loss ce --seed 1 --out runs/c"),  # another recipe
         _result("fcn8s", 0.45, f"{train} --out=runs/d --seed=2"),
-        _result("fcn8s", 0.42, f"{train} --out runs/e --seed 1"),  # a rerun of seed 1: it counts, not 0.40
+        _result("fcn8s", 0.20, f"{train} --config a.yaml --config b.yaml --seed 1"),  # b.yaml wins here...
+        _result("fcn8s", 0.10, f"{train} --config b.yaml --config a.yaml --seed 2"),  # ...a.yaml here: two recipes
+        # a rerun of seed 1, its options in another order: it counts, not 0.40
+        _result("fcn8s", 0.42, f"dlcv segment train --out e --epochs 5 --seed 1 --data 'P2 DIR' --config={preset}"),
         _result("fcn8s", 0.60, "dlcv segment predict --checkpoint runs/a/best.ckpt --tta"),  # not training
     ]
     (group,) = seed_groups(rows)
@@ -167,7 +171,7 @@ def test_seed_groups_gather_one_recipe_over_its_seeds():
     markdown = render_markdown(rows)
     # mean 0.456667, sample standard deviation 0.040415
     assert f"| fcn8s | 3 | -, 1, 2 | 0.4567 | 0.0404 | 0.4200 | 0.5000 | `{train}` |" in markdown
-    one_seed_twice = [rows[1], rows[2], rows[4], rows[5]]
+    one_seed_twice = [rows[1], rows[2], rows[4], rows[5], rows[6], rows[7]]
     assert not seed_groups(one_seed_twice) and "Repeated runs" not in render_markdown(one_seed_twice)
 
 

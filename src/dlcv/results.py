@@ -226,24 +226,32 @@ class SeedGroup:
 _RUN_ONLY_OPTIONS = ("--out", "--seed")
 
 
-def _recipe_and_seed(command: str) -> tuple[str, str] | None:
-    """(the command without ``--out`` and ``--seed``, the seed it gave or "-"), or None if not ``dlcv TASK train``."""
+def _recipe_and_seed(command: str) -> tuple[str, tuple[tuple[str, ...], ...], str] | None:
+    """(the command without ``--out`` and ``--seed``, its options in a canonical order, the seed it gave or
+    "-"), or None if not ``dlcv TASK train``.
+
+    The canonical order sorts options by name, so ``--lr 0.1 --epochs 5`` and ``--epochs 5 --lr 0.1`` are one
+    recipe; the sort is stable, so a repeated option (``--config A --config B``, where B wins) keeps its order.
+    """
     try:
         argv = shlex.split(command)
     except ValueError:
         return None
     if argv[:1] != ["dlcv"] or argv[2:3] != ["train"]:
         return None
-    kept, seed = [], "-"
-    tokens = iter(argv)
-    for token in tokens:
-        name, equals, value = token.partition("=")
-        if name in _RUN_ONLY_OPTIONS:
-            value = value if equals else next(tokens, "")
-            seed = value if name == "--seed" else seed
+    options: list[list[str]] = []  # each option with the values that follow it, --name=value split
+    for token in argv[3:]:
+        if token.startswith("--"):
+            options.append(token.split("=", 1))
+        elif options:
+            options[-1].append(token)
         else:
-            kept.append(token)
-    return shlex.join(kept), seed
+            return None  # training takes no positional arguments: not a command dlcv ran
+    seeds = [option[1:] for option in options if option[0] == "--seed"]
+    kept = [option for option in options if option[0] not in _RUN_ONLY_OPTIONS]
+    recipe = shlex.join([*argv[:3], *(token for option in kept for token in option)])
+    canonical = tuple(tuple(option) for option in sorted(kept, key=lambda option: option[0]))
+    return recipe, (tuple(argv[:3]), *canonical), " ".join(seeds[-1]) if seeds else "-"
 
 
 def seed_groups(results: list[Result]) -> list[SeedGroup]:
@@ -253,15 +261,18 @@ def seed_groups(results: list[Result]) -> list[SeedGroup]:
     One run's score says little while the seed alone moves it more than most recipe changes do; the
     groups show how far it moves.
     """
-    groups: dict[tuple[str, str, str, str, str], dict[str, float]] = {}
+    groups: dict[tuple, dict[str, float]] = {}
+    recipes: dict[tuple, str] = {}
     for r in results:
         parsed = _recipe_and_seed(r.command)
         if parsed is not None:
-            recipe, seed = parsed
-            groups.setdefault((r.task, r.model, r.split, r.metric, recipe), {})[seed] = r.value
+            recipe, canonical, seed = parsed
+            key = (r.task, r.model, r.split, r.metric, canonical)
+            recipes.setdefault(key, recipe)  # shown in the first row's order
+            groups.setdefault(key, {})[seed] = r.value
     return [
-        SeedGroup(task, model, metric, recipe, tuple(runs), tuple(runs.values()))
-        for (task, model, _split, metric, recipe), runs in groups.items()
+        SeedGroup(key[0], key[1], key[3], recipes[key], tuple(runs), tuple(runs.values()))
+        for key, runs in groups.items()
         if len(runs) > 1
     ]
 
@@ -280,9 +291,10 @@ def _seed_table(groups: list[SeedGroup]) -> list[str]:
     lines = [
         "### Repeated runs",
         "",
-        "Rows above whose training commands differ only in `--out` and `--seed` (seed `-`: the command gave",
-        "none, so the configured seed, 0 unless a config file sets another; of two rows with one seed, the",
-        "later counts): the mean and sample standard deviation of their scores over the seeds.",
+        "Rows above whose training commands differ only in `--out`, `--seed` and the order of their options",
+        "(seed `-`: the command gave none, so the configured seed, 0 unless a config file sets another; of two",
+        "rows with one seed, the later counts): the mean and sample standard deviation of their scores over the",
+        "seeds.",
         "",
         "| model | runs | seeds | mean | std | min | max | command |",
         "|---|---:|---|---:|---:|---:|---:|---|",
