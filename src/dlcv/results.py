@@ -261,18 +261,16 @@ def seed_groups(results: list[Result]) -> list[SeedGroup]:
     One run's score says little while the seed alone moves it more than most recipe changes do; the
     groups show how far it moves.
     """
-    groups: dict[tuple, dict[str, float]] = {}
-    recipes: dict[tuple, str] = {}
+    # (task, model, split, metric, canonical options) -> (the recipe as its first row wrote it, seed -> score)
+    groups: dict[tuple[str, str, str, str, tuple[tuple[str, ...], ...]], tuple[str, dict[str, float]]] = {}
     for r in results:
         parsed = _recipe_and_seed(r.command)
         if parsed is not None:
             recipe, canonical, seed = parsed
-            key = (r.task, r.model, r.split, r.metric, canonical)
-            recipes.setdefault(key, recipe)  # shown in the first row's order
-            groups.setdefault(key, {})[seed] = r.value
+            groups.setdefault((r.task, r.model, r.split, r.metric, canonical), (recipe, {}))[1][seed] = r.value
     return [
-        SeedGroup(key[0], key[1], key[3], recipes[key], tuple(runs), tuple(runs.values()))
-        for key, runs in groups.items()
+        SeedGroup(task, model, metric, recipe, tuple(runs), tuple(runs.values()))
+        for (task, model, _split, metric, _options), (recipe, runs) in groups.items()
         if len(runs) > 1
     ]
 
