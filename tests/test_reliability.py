@@ -14,9 +14,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from dlcv.results import source_commit
 from dlcv.training.segmentation import SegmentationTask
@@ -133,7 +135,7 @@ def test_ctrl_c_mid_epoch_exits_130_with_one_line_then_resume_ends_like_an_unint
     assert not (run / "run.json").exists()  # run.json describes finished runs only
 
     # The checkout moved on before the resume.
-    monkeypatch.setattr("dlcv.training.segmentation.source_commit", lambda: "later")
+    monkeypatch.setattr("dlcv.training.runner.source_commit", lambda: "later")
     status, out, err = run_cli(capsys, "segment", "train", "--out", run, "--resume")
     assert status == 0, err
     assert (run / "metrics.csv").read_bytes() == (uninterrupted / "metrics.csv").read_bytes()
@@ -316,10 +318,23 @@ def test_out_of_gpu_memory_suggests_a_batch_size(data, tiny_segment_config, tmp_
     assert status == 2 and err == "error: out of GPU memory at batch size 6; try --batch-size 3\n"
 
 
-def test_impossible_trainer_settings_are_one_clear_error(data, tiny_segment_config, tmp_path, capsys):
-    status, _, err = run_cli(capsys, *train_argv(data, tiny_segment_config, tmp_path / "run", "--precision", "bogus"))
-    assert status == 2 and err.startswith("error: --device/--devices/--num-nodes/--precision: ") and "bogus" in err
-    assert err.count("\n") == 1
+def test_out_of_memory_never_suggests_a_batch_the_model_cannot_train_on():
+    from dlcv.training.runner import out_of_memory_message
+
+    assert out_of_memory_message(3, min_batch_size=2).endswith("try --batch-size 2")
+    assert out_of_memory_message(2, min_batch_size=2).startswith("out of GPU memory even at batch size 2;")
+    assert out_of_memory_message(1).startswith("out of GPU memory even at batch size 1;")
+
+
+def test_impossible_trainer_settings_are_one_clear_error(data, tiny_segment_config, tmp_path, capsys, monkeypatch):
+    # More GPUs than the machine has: what Lightning says then, without needing a GPU to say it.
+    def too_many_gpus(self, *args, **kwargs):
+        raise MisconfigurationException("You requested gpu: [0, 1] But your machine only has: [0]")
+
+    monkeypatch.setattr(L.Trainer, "__init__", too_many_gpus)
+    status, _, err = run_cli(capsys, *train_argv(data, tiny_segment_config, tmp_path / "run", "--devices", "2"))
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("error: --device/--devices/--num-nodes/--precision: You requested gpu: [0, 1] But")
 
 
 def test_deterministic_kernels_missing_is_one_clear_error(data, tiny_segment_config, tmp_path, capsys, monkeypatch):

@@ -49,7 +49,7 @@ def segment_run(tmp_path_factory) -> tuple[Path, list[str]]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["/opt/venv/bin/dlcv", *argv])
-        patch.setattr("dlcv.training.segmentation.source_commit", moving_checkout)
+        patch.setattr("dlcv.training.runner.source_commit", moving_checkout)
         assert main(argv) == 0
     return root / "run", argv
 

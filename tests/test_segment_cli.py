@@ -121,6 +121,14 @@ def test_resume_extends_the_run(trained_run, tmp_path, capsys):
         (["--data", "{data}", "--class-weights", "cloud=2"], "cloud"),
         (["--data", "{data}", "--class-weights", "1", "2"], "give 7 numbers"),
         (["--data", "{data}", "--scale-range", "1.5", "0.75"], "--scale-range: scale_range must be"),
+        (["--data", "{data}", "--image-size", "0"], "--image-size: image_size must be a positive integer"),
+        (["--data", "{data}", "--model", "deeplabv3plus_vgg16", "--batch-size", "1"], "batches of 2 or more"),
+        (["--data", "{data}", "--model", "unet_vgg16"], "model_kwargs {'fc_channels': 32}: not options of"),
+        pytest.param(
+            ["--data", "{data}", "--device", "cuda"],
+            "--device cuda: no CUDA GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible"),
+        ),
     ],
 )
 def test_train_user_errors(argv, culprit, tmp_path, landcover_dir, tiny_config, capsys):

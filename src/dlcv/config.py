@@ -18,6 +18,11 @@ import yaml
 from dlcv.errors import OptionError, UserError
 
 CONFIG_NAME = "config.yaml"
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "poly", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+# Lightning's precisions; auto: bf16-mixed on a GPU, 32-true on a CPU.
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 
 @dataclass
@@ -39,22 +44,53 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     devices: int = 1
     num_nodes: int = 1
-    precision: str = "auto"  # auto (bf16-mixed on GPU, 32-true on CPU) or any Lightning precision
+    precision: str = "auto"  # one of PRECISIONS
     deterministic: bool = False
     compile: bool = False  # torch.compile the model: a minute's start, then faster steps (worth it on a GPU)
     workers: int = 2  # processes that decode the data set once, at load
-    limit_train: int | None = None  # use only the first N training items (quick runs)
+    image_size: int | None = None  # resize to a square once at load; None keeps the native size
+    limit_train: int | None = None  # use only N training items (quick runs)
     limit_val: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         """Refuse a bad option value (an :class:`OptionError` naming the option) before any data is read."""
         for name in ("epochs", "batch_size", "devices", "num_nodes"):
+            if not _is_int(getattr(self, name), low=1):
+                raise OptionError(name, f"{name} must be a positive integer, not {getattr(self, name)!r}")
+        for name in ("image_size", "limit_train", "limit_val"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise OptionError(name, f"{name} must be a positive integer, not {value!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
+            if value is not None and not _is_int(value, low=1):
+                raise OptionError(name, f"{name} must be a positive integer (or unset), not {value!r}")
+        if not _is_int(self.workers, low=0):
+            raise OptionError("workers", f"workers must be 0 or a positive integer, not {self.workers!r}")
+        if not _is_int(self.seed, low=0) or self.seed >= 2**32:
             raise OptionError("seed", f"seed must be an integer in 0 .. 4294967295, not {self.seed!r}")
+        for name, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("device", DEVICES),
+            ("precision", PRECISIONS),
+        ):
+            if getattr(self, name) not in choices:
+                raise OptionError(name, f"{name} {getattr(self, name)!r}: choose {', '.join(choices)}")
+        if not _is_number(self.lr) or self.lr <= 0:
+            raise OptionError("lr", f"lr must be a positive number, not {self.lr!r}")
+        for name in ("weight_decay", "warmup_epochs"):
+            if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
+                raise OptionError(name, f"{name} must be a number, 0 or more, not {getattr(self, name)!r}")
+        if not isinstance(self.model_kwargs, dict):
+            raise OptionError(
+                "model_kwargs", f"model_kwargs must be a mapping of argument: value, not {self.model_kwargs!r}"
+            )
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass
@@ -66,7 +102,6 @@ class SegmentConfig(TrainConfig):
     lr: float = 1e-2
     weight_decay: float = 5e-4
     schedule: str = "poly"
-    image_size: int | None = None  # resize to a square once at load; None keeps the native size
     min_scale: float = 0.25  # random scale-and-crop keeps at least this fraction of the area
     # Multi-scale training: zoom each crop by a factor drawn log-uniformly from [low, high] (1 = the
     # loaded resolution); crops stay inside the image. None: the min_scale crop above.
@@ -95,6 +130,8 @@ class SegmentConfig(TrainConfig):
         from dlcv.training.losses import class_weight_vector, parse_loss
 
         super().check()
+        if not _is_number(self.min_scale) or not 0 < self.min_scale <= 1:
+            raise OptionError("min_scale", f"min_scale must lie in (0, 1], not {self.min_scale!r}")
         self.zoom_range()
         if self.crop_size is not None and (not isinstance(self.crop_size, int) or self.crop_size < 1):
             raise OptionError("crop_size", f"crop_size must be a positive integer, not {self.crop_size!r}")
@@ -113,7 +150,6 @@ class ClassifyConfig(TrainConfig):
     lr: float = 0.1
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
-    image_size: int | None = None  # resize to a square once at load; None keeps the native size
     crop_padding: int = 4  # random crop from the zero-padded image; 0 turns it off
     flip: bool = True  # random left-right flips
     policy: str = "none"  # none | trivialaugment | randaugment

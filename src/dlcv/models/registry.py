@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from dlcv.errors import UserError
@@ -21,12 +22,16 @@ class ModelEntry:
     #: torchvision weights enum member for ``--weights imagenet`` (downloaded by torchvision), if any.
     imagenet_weights: Any | None
     description: str
+    #: The smallest batch it trains on: DeepLab's image-pooling branch has a BatchNorm over one value per image.
+    min_batch_size: int = 1
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, task: str, description: str, imagenet_weights: Any | None = None):
+def register_model(
+    name: str, task: str, description: str, imagenet_weights: Any | None = None, min_batch_size: int = 1
+):
     """Decorator: register ``builder(num_classes, **kwargs) -> nn.Module`` under ``name``."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}")
@@ -34,7 +39,7 @@ def register_model(name: str, task: str, description: str, imagenet_weights: Any
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, task, builder, imagenet_weights, description)
+        _REGISTRY[name] = ModelEntry(name, task, builder, imagenet_weights, description, min_batch_size)
         return builder
 
     return decorate
@@ -53,3 +58,15 @@ def get_entry(name: str, task: str | None = None) -> ModelEntry:
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     return get_entry(name).builder(num_classes=num_classes, **kwargs)
+
+
+def check_model_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
+    """Build the model on the meta device (no memory, no time), so that a wrong ``model_kwargs`` fails
+    before any data is read."""
+    if not kwargs:
+        return
+    try:
+        with torch.device("meta"):
+            entry.builder(num_classes=2, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"model_kwargs {kwargs!r}: not options of model {entry.name!r} ({exc})") from None

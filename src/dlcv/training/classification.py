@@ -8,7 +8,6 @@ every image exactly once.
 from __future__ import annotations
 
 import logging
-import warnings
 from itertools import chain
 from pathlib import Path
 
@@ -26,10 +25,8 @@ from dlcv.data.classification import ClassificationDataset, classification_dirs
 from dlcv.data.labels import write_label_csv
 from dlcv.errors import UserError
 from dlcv.metrics import accuracy_per_class
-from dlcv.models import get_entry
-from dlcv.results import source_commit
 from dlcv.training.device_data import DeviceTrainingData
-from dlcv.training.runner import BEST, LAST, RunSummary, check_run_dir, fit, is_launching_process
+from dlcv.training.runner import BEST, LAST, RunSummary, fit, is_launching_process, prepare_run
 from dlcv.training.task import Task, build_task
 
 log = logging.getLogger("dlcv")
@@ -136,10 +133,7 @@ def checkpoint_classes(path: Path) -> int:
 def train_classification(config: ClassifyConfig, resume: bool = False, overwrite: bool = False) -> RunSummary:
     """Check the data and the run folder, train, then write best.ckpt's validation predictions."""
     run_dir = Path(config.out)
-    check_run_dir(run_dir, resume, overwrite)
-    commit = source_commit()  # the code this run starts with, before minutes of decoding
-    get_entry(config.model, task="classify")  # an unknown model or option fails before any data is decoded
-    config.check()
+    commit = prepare_run(config, "classify", resume, overwrite)
     train_dir, val_dir, val_csv = classification_dirs(config.data)
     train_set = ClassificationDataset(train_dir, None, config.image_size, config.limit_train, config.workers)
     val_set = ClassificationDataset(val_dir, val_csv, config.image_size, config.limit_val, config.workers)
@@ -169,19 +163,16 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
         config.seed,
         augment,
     )
-    with warnings.catch_warnings():
-        # Batches are index tensors, or validation images already in memory: workers would have nothing to do.
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        summary = fit(
-            task,
-            config,
-            data,
-            monitor="val_acc",
-            metric_columns=["train_loss", "val_acc", *class_columns(num_classes)],
-            resume=resume,
-            commit=commit,
-            callbacks=callbacks,
-        )
+    summary = fit(
+        task,
+        config,
+        data,
+        monitor="val_acc",
+        metric_columns=["train_loss", "val_acc", *class_columns(num_classes)],
+        resume=resume,
+        commit=commit,
+        callbacks=callbacks,
+    )
     if summary.is_global_zero and (run_dir / BEST).is_file():
         write_val_predictions(run_dir, val_set, config)
     return summary

@@ -24,7 +24,8 @@ from dlcv.errors import UserError
 from dlcv.files import atomic_path, write_text_atomic
 from dlcv.models import get_entry
 from dlcv.models.describe import describe_module
-from dlcv.results import RUN_JSON, write_run_record
+from dlcv.models.registry import check_model_kwargs
+from dlcv.results import RUN_JSON, source_commit, write_run_record
 from dlcv.training.callbacks import EpochSeed, FiniteLossGuard, MetricsHistory
 
 BEST, LAST, METRICS, ARCHITECTURE = "best.ckpt", "last.ckpt", "metrics.csv", "architecture.txt"
@@ -95,6 +96,24 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     present = [name for name in RUN_MARKERS if (run_dir / name).exists()]
     if present and not overwrite:
         raise UserError(f"{run_dir}: already holds a run ({', '.join(present)}); pass --resume or --overwrite")
+
+
+def prepare_run(config: TrainConfig, task: str, resume: bool, overwrite: bool) -> str | None:
+    """Every check a run can make before minutes of decoding: the run folder, the model and its options,
+    the device, the weights file. Returns the commit of the code the run starts with."""
+    check_run_dir(Path(config.out), resume, overwrite)
+    commit = source_commit()
+    entry = get_entry(config.model, task=task)
+    config.check()
+    if config.batch_size < entry.min_batch_size:
+        raise UserError(
+            f"batch_size {config.batch_size}: model {entry.name!r} trains on batches of {entry.min_batch_size} or more"
+        )
+    check_model_kwargs(entry, config.model_kwargs)
+    accelerator_for(config.device)
+    if not resume and config.weights not in ("none", "imagenet") and not Path(config.weights).is_file():
+        raise UserError(f"{config.weights}: no such weights file")
+    return commit
 
 
 def clear_run_dir(run_dir: Path) -> None:
@@ -200,10 +219,10 @@ def optimise_for_device(task: L.LightningModule, config: TrainConfig, accelerato
         task.model.compile()
 
 
-def out_of_memory_message(batch_size: int) -> str:
-    if batch_size > 1:
-        return f"out of GPU memory at batch size {batch_size}; try --batch-size {batch_size // 2}"
-    return "out of GPU memory even at batch size 1; try smaller images or a smaller model"
+def out_of_memory_message(batch_size: int, min_batch_size: int = 1) -> str:
+    if batch_size > min_batch_size:
+        return f"out of GPU memory at batch size {batch_size}; try --batch-size {max(min_batch_size, batch_size // 2)}"
+    return f"out of GPU memory even at batch size {batch_size}; try smaller images or a smaller model"
 
 
 def fit(
@@ -282,6 +301,8 @@ def fit(
         # already summed across processes, so Lightning's advice to average them is beside the point.
         warnings.filterwarnings("ignore", ".*exists and is not empty.*")
         warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
+        # Batches are index tensors, or validation items already in memory: workers would have nothing to do.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
         try:
             trainer.fit(task, datamodule=data, ckpt_path=str(run_dir / LAST) if resume else None)
         except SystemExit:
@@ -290,7 +311,7 @@ def fit(
             signal.signal(signal.SIGINT, sigint_handler)  # Lightning ignores Ctrl-C from then on
             raise TrainingInterrupted(f"{run_dir / LAST} holds the last finished epoch; --resume continues") from None
         except torch.cuda.OutOfMemoryError:
-            raise UserError(out_of_memory_message(config.batch_size)) from None
+            raise UserError(out_of_memory_message(config.batch_size, get_entry(config.model).min_batch_size)) from None
         except RuntimeError as exc:
             if config.deterministic and "deterministic implementation" in str(exc):
                 operation = str(exc).split(",")[0]

@@ -9,7 +9,6 @@ Validation reads the pairs from memory at their full size, so it scores at the g
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import lightning as L
@@ -27,11 +26,9 @@ from dlcv.data.transforms import LandCoverAugment
 from dlcv.errors import UserError
 from dlcv.files import atomic_path
 from dlcv.metrics import iou_per_class
-from dlcv.models import get_entry
-from dlcv.results import source_commit
 from dlcv.training.device_data import DeviceTrainingData
 from dlcv.training.losses import SegmentationLoss, class_weight_vector
-from dlcv.training.runner import RunSummary, check_run_dir, fit
+from dlcv.training.runner import RunSummary, fit, prepare_run
 from dlcv.training.task import Task, build_task
 
 log = logging.getLogger("dlcv")
@@ -128,10 +125,7 @@ def _data_dirs(data: str) -> tuple[Path, Path]:
 def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: bool = False) -> RunSummary:
     """Check the data and the run folder, then train; every pair is decoded (and so checked) first."""
     run_dir = Path(config.out)
-    check_run_dir(run_dir, resume, overwrite)
-    commit = source_commit()  # the code this run starts with, before minutes of decoding
-    get_entry(config.model, task="segment")  # an unknown model or option fails before any data is decoded
-    config.check()
+    commit = prepare_run(config, "segment", resume, overwrite)
     train_dir, val_dir = _data_dirs(config.data)
     train_set = LandCoverDataset(train_dir, config.image_size, limit=config.limit_train, workers=config.workers)
     val_set = LandCoverDataset(
@@ -164,16 +158,13 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
     data = DeviceTrainingData(
         train_set.images, train_set.masks, val_set, config.batch_size, val_batch_size, config.seed, augment
     )
-    with warnings.catch_warnings():
-        # Batches are index tensors, or validation pairs already in memory: workers would have nothing to do.
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        return fit(
-            task,
-            config,
-            data,
-            monitor="val_miou",
-            metric_columns=["train_loss", "val_miou", *IOU_COLUMNS],
-            resume=resume,
-            commit=commit,
-            callbacks=[MaskSnapshots(val_set, list(config.snapshot_ids), run_dir / "snapshots")],
-        )
+    return fit(
+        task,
+        config,
+        data,
+        monitor="val_miou",
+        metric_columns=["train_loss", "val_miou", *IOU_COLUMNS],
+        resume=resume,
+        commit=commit,
+        callbacks=[MaskSnapshots(val_set, list(config.snapshot_ids), run_dir / "snapshots")],
+    )

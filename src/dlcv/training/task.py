@@ -73,7 +73,6 @@ class Task(L.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(self.hparams.warmup_epochs * total / max(1, self.trainer.max_epochs))
         schedule = self.hparams.schedule
-        lr_factor(0, total, warmup, schedule)  # reject an unknown schedule before training starts
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, schedule))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
