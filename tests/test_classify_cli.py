@@ -207,11 +207,15 @@ def test_existing_run_is_kept_and_resume_extends_it(trained_run, classification_
 
     run = tmp_path / "resumed"
     shutil.copytree(trained_run, run)
+    for stale in ("tsne.csv", "tsne.png"):  # the earlier model's t-SNE, which the report would show
+        (run / stale).write_text("of the model before the resume")
     status, _, err = run_cli(capsys, "classify", "train", "--out", run, "--resume", "--epochs", "3")
     assert status == 0, err
     rows = read_rows(run / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert rows[:2] == read_rows(trained_run / "metrics.csv")
+    assert not (run / "tsne.csv").exists() and not (run / "tsne.png").exists()
+    assert (run / "val_predictions.csv").is_file()
 
 
 def test_strong_augmentation_and_ema(classification_dir, tiny_config, tmp_path, capsys):

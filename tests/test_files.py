@@ -1,9 +1,12 @@
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
+from dlcv.errors import UserError
 from dlcv.files import atomic_path, staged_dir, write_text_atomic
+from tests.conftest import run_cli
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
@@ -37,3 +40,39 @@ def test_staged_dir_publishes_only_on_success(tmp_path):
         (stage / "one.png").write_text("1")
     assert sorted(os.listdir(target)) == ["keep.txt", "one.png"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+@pytest.mark.parametrize("write", ["file", "folder"])
+def test_an_output_where_a_file_or_folder_stands_in_the_way_is_one_error_naming_it(tmp_path, write):
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file.csv").write_text("keep")
+    in_the_way = tmp_path / ("a_folder" if write == "file" else "a_file.csv")
+    writer = atomic_path if write == "file" else staged_dir
+    for target, culprit in ((in_the_way, in_the_way), (tmp_path / "a_file.csv" / "x" / "y", tmp_path / "a_file.csv")):
+        with pytest.raises(UserError) as raised, writer(target):
+            pytest.fail("the block must not run")
+        assert str(raised.value).startswith(f"{culprit}: ")
+    assert (
+        sorted(os.listdir(tmp_path)) == ["a_file.csv", "a_folder"] and (tmp_path / "a_file.csv").read_text() == "keep"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_a_folder_that_refuses_writes_is_one_error_naming_it(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(UserError, match=f"^{locked}: cannot write here"), atomic_path(locked / "a.txt"):
+        pytest.fail("the block must not run")
+    with (
+        pytest.raises(UserError, match=f"^{locked / 'sub'}: cannot create this folder"),
+        staged_dir(locked / "sub" / "x"),
+    ):
+        pytest.fail("the block must not run")
+
+
+def test_results_publish_into_a_file_is_one_error(tmp_path, capsys):
+    results = Path(__file__).resolve().parents[1] / "docs" / "results.csv"
+    (tmp_path / "docs").write_text("not a folder")
+    status, _, err = run_cli(capsys, "results", "publish", results, "--docs", tmp_path / "docs")
+    assert status == 2 and err.count("\n") == 1 and err.startswith(f"error: {tmp_path / 'docs'}: a file"), err
+    assert (tmp_path / "docs").read_text() == "not a folder"

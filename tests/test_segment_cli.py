@@ -149,6 +149,33 @@ def test_predict_user_errors(tmp_path, trained_run, capsys):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
+def test_predict_refuses_to_write_over_its_input(trained_run, landcover_dir, tmp_path, capsys):
+    gt = tmp_path / "validation"
+    shutil.copytree(landcover_dir / "validation", gt)
+    before = {path.name: path.read_bytes() for path in gt.iterdir()}
+    status, _, err = run_checkpoint_cli(capsys, "segment", "predict", trained_run / "best.ckpt", gt, gt / ".")
+    assert (
+        status == 2
+        and err == f"error: {gt / '.'}: the input folder; its ground-truth *_mask.png would be overwritten\n"
+    )
+    assert {path.name: path.read_bytes() for path in gt.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["segment", "predict", "--checkpoint", "c.ckpt", "--input", ".", "--output", "o", "--batch-size", "0"],
+        ["classify", "predict", "--checkpoint", "c.ckpt", "--input", ".", "--output", "o.csv", "--batch-size", "-1"],
+        ["segment", "eval", "--pred", ".", "--gt", ".", "--workers", "many"],
+        ["describe", "fcn8s", "--classes", "0"],
+    ],
+)
+def test_a_count_below_one_is_a_usage_error(argv, capsys):
+    status, out, err = run_cli(capsys, *argv)
+    flag, value = argv[-2:]
+    assert status == 2 and out == "" and err.endswith(f"argument {flag}: {value!r}: not a positive integer\n")
+
+
 def test_real_pairs_train_predict_eval(real_p2, hed_weights, tmp_path, capsys):
     """A few real pairs, the HED weights, one epoch at 64 px: the whole path on the course data."""
     data = tmp_path / "p2"

@@ -30,6 +30,13 @@ class _LevelFormatter(logging.Formatter):
         return message if record.levelno == logging.INFO else f"{record.levelname.lower()}: {message}"
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of counts: a whole number, 1 or more."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a positive integer")
+    return int(text)
+
+
 # ---- shared option groups -------------------------------------------------------------------------
 
 
@@ -58,8 +65,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-nodes", type=int, help="machines, data-parallel")
     parser.add_argument("--precision", help="auto, 32-true, bf16-mixed, 16-mixed")
     parser.add_argument("--workers", type=int, help="processes that decode the data once, at load")
-    parser.add_argument("--limit-train", type=int, help="use only the first N training items")
-    parser.add_argument("--limit-val", type=int, help="use only the first N validation items")
+    parser.add_argument("--limit-train", type=int, help="use only N training items (quick runs)")
+    parser.add_argument("--limit-val", type=int, help="use only N validation items")
     parser.add_argument("--deterministic", action="store_true", default=None, help="deterministic GPU kernels")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (GPU runs)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.ckpt")
@@ -192,7 +199,7 @@ def _add_segment(commands) -> None:
 
     predict = segment.add_parser("predict", help="write NNNN_mask.png for each image of a folder")
     _add_checkpoint_options(predict, "folder for the masks")
-    predict.add_argument("--batch-size", type=int, default=4)
+    predict.add_argument("--batch-size", type=_positive_int, default=4)
     predict.add_argument(
         "--tta",
         nargs="?",
@@ -208,7 +215,7 @@ def _add_segment(commands) -> None:
     evaluate.add_argument("--pred", required=True, help="folder of predicted masks")
     evaluate.add_argument("--gt", required=True, help="folder of ground-truth masks (every .png in it)")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of the graders' text")
-    evaluate.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    evaluate.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all cores)")
     evaluate.set_defaults(handler=_segment_eval)
 
     viz = segment.add_parser("viz", help="figures: image | ground truth | predictions, overlays, progress")
@@ -275,7 +282,7 @@ def _add_classify(commands) -> None:
 
     predict = classify.add_parser("predict", help="write the graders' CSV (image_id,label) for a folder of images")
     _add_checkpoint_options(predict, "CSV file to write")
-    predict.add_argument("--batch-size", type=int, default=256)
+    predict.add_argument("--batch-size", type=_positive_int, default=256)
     predict.set_defaults(handler=_classify_predict)
 
     evaluate = classify.add_parser("eval", help="accuracy of a predictions CSV, overall and per class")
@@ -353,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     describe = commands.add_parser("describe", help="print a model's architecture and parameter counts")
     describe.add_argument("model", nargs="?")
-    describe.add_argument("--classes", type=int, default=None, help="number of classes (default: the task's)")
+    describe.add_argument("--classes", type=_positive_int, default=None, help="number of classes (default: the task's)")
     describe.add_argument("--list", action="store_true", help="list the model names")
     describe.set_defaults(handler=_describe)
 

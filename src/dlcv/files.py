@@ -30,6 +30,31 @@ def _umask() -> int:
     return mask
 
 
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` and its parents; when that cannot be, one error naming what stands in the way."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise UserError(f"{blocker}: a file, where {folder} needs a folder") from None
+        raise UserError(f"{folder}: cannot create this folder ({exc.strerror})") from None
+
+
+def _temporary_beside(path: Path, folder: bool) -> Path:
+    """A new hidden temporary file (or ``folder``) beside ``path``, its folder created if need be."""
+    make_folder(path.parent)
+    options = {"dir": path.parent, "prefix": f".{path.name}."}
+    try:
+        if folder:
+            return Path(tempfile.mkdtemp(suffix=".partial", **options))
+        fd, name = tempfile.mkstemp(suffix=".tmp", **options)
+    except OSError as exc:
+        raise UserError(f"{path.parent}: cannot write here ({exc.strerror})") from None
+    os.close(fd)
+    return Path(name)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` that replaces it only if the block succeeds.
@@ -38,10 +63,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     whole or the new file whole.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, where a file is to be written")
+    tmp = _temporary_beside(path, folder=False)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result gets the mode of an ordinary new file
     try:
         yield tmp
@@ -75,8 +99,9 @@ def staged_dir(target: str | Path) -> Iterator[Path]:
     ``target``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target}: a file, where a folder is to be written")
+    stage = _temporary_beside(target, folder=True)
     os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; a new target gets the mode of an ordinary folder
     try:
         yield stage

@@ -189,6 +189,8 @@ def predict_masks(
     the argmax of the views' averaged probabilities.
     """
     check_tta(tta, tta_scales)
+    if Path(output_dir).resolve() == Path(input_dir).resolve():
+        raise UserError(f"{output_dir}: the input folder; its ground-truth *_mask.png would be overwritten")
     paths = segmentation_inputs(input_dir)
     task = load_task(checkpoint, "segment")
     with staged_dir(output_dir) as stage:

@@ -116,7 +116,7 @@ def _score(experiment: Experiment, config: TrainConfig, run_dir: Path, predictio
         return score.miou, f"mIoU {score.miou:.4f} on {score.images} validation pairs"
     from dlcv.data.classification import classification_dirs
     from dlcv.metrics import evaluate_label_csv
-    from dlcv.report.classification import TSNE_CSV, VAL_PREDICTIONS
+    from dlcv.training.classification import TSNE_CSV, VAL_PREDICTIONS
     from dlcv.viz.tsne import write_tsne
 
     _, val_dir, val_csv = classification_dirs(config.data)

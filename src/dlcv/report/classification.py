@@ -12,9 +12,7 @@ from dlcv.errors import UserError
 from dlcv.metrics import ClassificationScore, accuracy_per_class, evaluate_label_csv
 from dlcv.report.html import Column, Section, figure, heading, paragraph, percent, table
 from dlcv.report.runs import Run
-
-#: Names the report looks for in a classification run folder.
-VAL_PREDICTIONS, TSNE_CSV = "val_predictions.csv", "tsne.csv"
+from dlcv.training.classification import TSNE_CSV, VAL_PREDICTIONS
 
 
 def _validation(run: Run) -> tuple[Path, Path] | None:

@@ -32,6 +32,8 @@ from dlcv.training.task import Task, build_task
 log = logging.getLogger("dlcv")
 #: Written into the run folder after training: best.ckpt's validation predictions, in the graders' format.
 VAL_PREDICTIONS = "val_predictions.csv"
+#: The t-SNE points that ``dlcv reproduce`` (or ``classify tsne --output RUN/tsne.png``) keeps for the report.
+TSNE_CSV = "tsne.csv"
 
 
 def class_columns(num_classes: int) -> list[str]:
@@ -152,8 +154,10 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
         image_size=config.image_size,
         label_smoothing=config.label_smoothing,
     )
-    if not resume and is_launching_process():
-        (run_dir / VAL_PREDICTIONS).unlink(missing_ok=True)  # the run folder's other files go in fit()
+    if is_launching_process():  # what an earlier model made goes (the run folder's other files go in fit())
+        stale = [TSNE_CSV, Path(TSNE_CSV).with_suffix(".png").name] + ([] if resume else [VAL_PREDICTIONS])
+        for name in stale:
+            (run_dir / name).unlink(missing_ok=True)
     data = DeviceTrainingData(
         train_set.images,
         train_set.labels,

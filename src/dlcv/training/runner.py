@@ -21,7 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from dlcv.config import CONFIG_NAME, TrainConfig, config_to_yaml
 from dlcv.errors import UserError
-from dlcv.files import atomic_path, write_text_atomic
+from dlcv.files import atomic_path, make_folder, write_text_atomic
 from dlcv.models import get_entry
 from dlcv.models.describe import describe_module
 from dlcv.models.registry import check_model_kwargs
@@ -243,7 +243,7 @@ def fit(
     resuming reads last.ckpt.
     """
     run_dir = Path(config.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir)
     accelerator = accelerator_for(config.device)
     optimise_for_device(task, config, accelerator)
     files = {
