@@ -2,10 +2,12 @@
 
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from dlcv.data.landcover import LandCoverDataset, find_pairs
+from dlcv.data.palette import CLASS_NAMES, encode_mask
 from dlcv.data.transforms import LandCoverAugment
 from dlcv.errors import UserError
 from tests.conftest import DEVICES, no_host_sync
@@ -30,6 +32,26 @@ def test_resize_keeps_validation_masks_full_size(folder):
     dataset = LandCoverDataset(folder, image_size=24, resize_masks=False, workers=1)
     image, mask = dataset[0]
     assert image.shape == (3, 24, 24) and mask.shape == (40, 40)
+
+
+def test_resized_training_masks_keep_only_the_classes_they_had(folder):
+    full, small = LandCoverDataset(folder, workers=1), LandCoverDataset(folder, image_size=24, workers=1)
+    for (_, mask), (_, resized) in zip(full, small, strict=True):
+        assert resized.shape == (24, 24) and set(resized.unique().tolist()) <= set(mask.unique().tolist())
+
+
+def test_plot_shows_image_truth_and_prediction_in_the_palette(folder):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    dataset = LandCoverDataset(folder, workers=1)
+    prediction = dataset.masks[1].numpy()
+    figure = dataset.plot(0, prediction=prediction)
+    axes = figure.axes
+    assert [axis.get_title() for axis in axes] == ["image", "ground truth", "prediction"]
+    shown = axes[2].get_images()[0].get_array()
+    assert (np.asarray(shown) == encode_mask(prediction)).all() and figure.get_suptitle() == "0000"
+    assert len(figure.legends[0].get_texts()) == len(CLASS_NAMES)
 
 
 def test_joint_transform_keeps_image_and_mask_aligned():

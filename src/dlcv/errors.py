@@ -1,4 +1,6 @@
-"""The exception types that mean "the user gave us something wrong"."""
+"""The exception types that mean "the user gave us something wrong", and how their messages list names."""
+
+from collections.abc import Sequence
 
 
 class UserError(Exception):
@@ -19,3 +21,9 @@ class OptionError(UserError):
     def __init__(self, option: str, message: str) -> None:
         super().__init__(message)
         self.option = option
+
+
+def abbreviate(names: Sequence[str], limit: int = 5) -> str:
+    """``a, b, c and 7 more``: enough names to find the culprits, never a screenful."""
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

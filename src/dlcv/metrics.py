@@ -26,7 +26,7 @@ from dlcv.data.palette import (
     SCORED_CLASSES,
     colour_key_image,
 )
-from dlcv.errors import UserError
+from dlcv.errors import UserError, abbreviate
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -143,8 +143,7 @@ def pair_mask_folders(predicted_dir: str | Path, truth_dir: str | Path) -> tuple
     predictions = {p.name: p for p in predicted_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file()}
     missing = [t.name for t in truths if t.name not in predictions]
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise UserError(f"{predicted_dir}: no prediction for {len(missing)} ground-truth masks: {shown}")
+        raise UserError(f"{predicted_dir}: no prediction for {len(missing)} ground-truth masks: {abbreviate(missing)}")
     truth_names = {t.name for t in truths}
     unused = sorted(name for name in predictions if name not in truth_names)
     return [(predictions[t.name], t) for t in truths], unused

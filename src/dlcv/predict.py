@@ -13,14 +13,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from dlcv.data.images import list_images, read_rgb
+from dlcv.data.images import list_images, read_rgb, resize_square
 from dlcv.data.landcover import IMAGE_TAG, MASK_TAG
 from dlcv.data.palette import encode_mask
 from dlcv.errors import UserError
 from dlcv.files import staged_dir
 from dlcv.models import get_entry
 from dlcv.training.runner import accelerator_for
-from dlcv.training.task import Task
+from dlcv.training.task import Task, read_checkpoint
 
 
 def task_classes() -> dict[str, type[Task]]:
@@ -32,18 +32,10 @@ def task_classes() -> dict[str, type[Task]]:
 
 def load_task(checkpoint: str | Path, task: str) -> Task:
     """The trained task in a Lightning checkpoint, in eval mode on the CPU."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        hparams = dict(state["hyper_parameters"])
-        weights = state["state_dict"]
-    except Exception as exc:
-        raise UserError(f"{path}: not a dlcv checkpoint ({str(exc).splitlines()[0][:120]})") from None
-    entry = get_entry(str(hparams.get("model")))
+    hparams, weights = read_checkpoint(checkpoint)
+    entry = get_entry(str(hparams["model"]))
     if entry.task != task:
-        raise UserError(f"{path}: a {entry.task} checkpoint, where a {task} one is needed")
+        raise UserError(f"{checkpoint}: a {entry.task} checkpoint, where a {task} one is needed")
     model = task_classes()[task](**hparams)
     model.load_state_dict(weights)
     return model.eval()
@@ -90,8 +82,7 @@ class _ImageFiles(Dataset):
         except UserError as exc:  # raised in the main process: from a worker it would carry a traceback
             return index, exc, (0, 0)
         size = image.shape[:2]
-        if self.image_size is not None:
-            image = np.array(Image.fromarray(image).resize((self.image_size, self.image_size), Image.BILINEAR))
+        image = resize_square(image, self.image_size)
         return index, torch.from_numpy(image).permute(2, 0, 1).contiguous(), size
 
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from dlcv.data.images import list_images, read_rgb
+from dlcv.data.images import list_images, read_rgb, resize_square
 from dlcv.data.labels import match_names, parse_label, read_label_csv
 from dlcv.errors import UserError
 
@@ -42,10 +41,7 @@ def classification_dirs(data: str | Path) -> tuple[Path, Path, Path | None]:
 
 def _decode(job: tuple[Path, int | None]) -> np.ndarray:
     path, size = job
-    image = read_rgb(path)
-    if size is not None and image.shape[:2] != (size, size):
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-    return image
+    return resize_square(read_rgb(path), size)
 
 
 def decode_images(paths: Sequence[Path], image_size: int | None = None, workers: int = 2) -> torch.Tensor:

@@ -31,16 +31,6 @@ def list_images(folder: str | Path) -> list[Path]:
     return images
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the file's header, without decoding the pixels."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        raise UserError(f"{path}: not a readable image ({_reason(exc)})") from None
-
-
 def read_rgb(path: str | Path) -> np.ndarray:
     """Decode ``path`` to an H x W x 3 uint8 array, whatever its mode."""
     return np.array(open_rgb(path))
@@ -87,3 +77,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:160]
+
+
+def resize_square(array: np.ndarray, size: int | None, nearest: bool = False) -> np.ndarray:
+    """A uint8 image (H x W x 3) or class map (H x W) at ``size`` x ``size``: bilinear, or ``nearest`` for
+    class maps (no blends of two classes); as it is when ``size`` is None or already its size."""
+    if size is None or array.shape[:2] == (size, size):
+        return array
+    return np.array(Image.fromarray(array).resize((size, size), Image.NEAREST if nearest else Image.BILINEAR))

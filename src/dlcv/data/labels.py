@@ -12,18 +12,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dlcv.data.images import list_images
-from dlcv.errors import UserError
+from dlcv.errors import UserError, abbreviate
 from dlcv.files import read_user_text, write_csv_atomic
 
 #: Accepted first columns of a label CSV; predictions are written with ``image_id``, the graders' header.
 NAME_COLUMNS = ("filename", "image_id")
 PREDICTION_HEADER = ("image_id", "label")
-
-
-def abbreviate(names: Sequence[str], limit: int = 5) -> str:
-    """``a, b, c and 7 more``: enough names to find the culprits, never a screenful."""
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def label_of(name: str | Path) -> int | None:

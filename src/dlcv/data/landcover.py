@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from dlcv.data.images import IMAGE_SUFFIXES, read_rgb
+from dlcv.data.images import IMAGE_SUFFIXES, read_rgb, resize_square
 from dlcv.data.palette import CLASS_NAMES, count_off_palette, decode_mask, encode_mask
 from dlcv.errors import UserError
 
@@ -68,10 +67,9 @@ def decode_pair(pair: Pair, image_size: int | None = None, resize_mask: bool = T
             f"{image.shape[1]}x{image.shape[0]}"
         )
     mask = decode_mask(mask_rgb)
-    if image_size is not None:
-        image = np.array(Image.fromarray(image).resize((image_size, image_size), Image.BILINEAR))
-        if resize_mask:
-            mask = np.array(Image.fromarray(mask).resize((image_size, image_size), Image.NEAREST))
+    image = resize_square(image, image_size)
+    if resize_mask:
+        mask = resize_square(mask, image_size, nearest=True)
     return DecodedPair(np.ascontiguousarray(image.transpose(2, 0, 1)), mask, count_off_palette(mask_rgb))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dlcv.errors import UserError
+from dlcv.errors import UserError, abbreviate
 from dlcv.models.registry import ModelEntry
 
 
@@ -28,14 +28,10 @@ class WeightsReport:
     def summary(self) -> str:
         lines = [f"weights: loaded {len(self.loaded)} tensors from {self.source}"]
         if self.not_loaded:
-            lines.append(f"weights: {len(self.not_loaded)} model tensors not loaded: {_abbreviate(self.not_loaded)}")
+            lines.append(f"weights: {len(self.not_loaded)} model tensors not loaded: {abbreviate(self.not_loaded)}")
         if self.unused:
-            lines.append(f"weights: {len(self.unused)} file tensors unused: {_abbreviate(self.unused)}")
+            lines.append(f"weights: {len(self.unused)} file tensors unused: {abbreviate(self.unused)}")
         return "\n".join(lines)
-
-
-def _abbreviate(names: list[str], limit: int = 8) -> str:
-    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -95,7 +91,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
         else:
             report.unused.append(key)
     if not usable:
-        raise UserError(f"{source}: none of its tensors fit model {type(model).__name__} ({_abbreviate(list(state))})")
+        raise UserError(f"{source}: none of its tensors fit model {type(model).__name__} ({abbreviate(list(state))})")
     model.load_state_dict(usable, strict=False)
     report.not_loaded = [key for key in own if key not in usable and not key.endswith("num_batches_tracked")]
     return report

@@ -22,9 +22,9 @@ class EpochSeed(Callback):
     """Reseed every random generator of the training process at the start of each epoch.
 
     The seed is a function of (seed, epoch, rank) alone, so the randomness drawn in the training
-    process (dropout, augmentation of whole batches) replays exactly when a run resumes at an
-    epoch boundary. The data order and per-item augmentation come from
-    :mod:`dlcv.training.sampling`, which draws nothing from these generators.
+    process (dropout, every batch's augmentation on the device) replays exactly when a run resumes
+    at an epoch boundary. The data order comes from :mod:`dlcv.training.sampling`, which draws
+    nothing from these generators.
     """
 
     def __init__(self, seed: int) -> None:

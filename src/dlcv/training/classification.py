@@ -27,7 +27,7 @@ from dlcv.errors import UserError
 from dlcv.metrics import accuracy_per_class
 from dlcv.training.device_data import DeviceTrainingData
 from dlcv.training.runner import BEST, LAST, RunSummary, fit, is_launching_process, prepare_run
-from dlcv.training.task import Task, build_task
+from dlcv.training.task import Task, build_task, read_checkpoint
 
 log = logging.getLogger("dlcv")
 #: Written into the run folder after training: best.ckpt's validation predictions, in the graders' format.
@@ -122,16 +122,6 @@ class WeightEMA(WeightAveraging):
             self._average_model = WarmedEMA(pl_module, self.decay, device=pl_module.device)
 
 
-def checkpoint_classes(path: Path) -> int:
-    """The class count a checkpoint was trained for (read without loading its tensors)."""
-    try:
-        return int(
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)["hyper_parameters"]["num_classes"]
-        )
-    except Exception as exc:
-        raise UserError(f"{path}: not a dlcv checkpoint ({str(exc).splitlines()[0][:120]})") from None
-
-
 def train_classification(config: ClassifyConfig, resume: bool = False, overwrite: bool = False) -> RunSummary:
     """Check the data and the run folder, train, then write best.ckpt's validation predictions."""
     run_dir = Path(config.out)
@@ -140,7 +130,7 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
     train_set = ClassificationDataset(train_dir, None, config.image_size, config.limit_train, config.workers)
     val_set = ClassificationDataset(val_dir, val_csv, config.image_size, config.limit_val, config.workers)
     num_classes = max(train_set.num_classes, val_set.num_classes)
-    if resume and (trained := checkpoint_classes(run_dir / LAST)) != num_classes:
+    if resume and (trained := int(read_checkpoint(run_dir / LAST)[0]["num_classes"])) != num_classes:
         raise UserError(f"{run_dir / LAST}: trained for {trained} classes, but {config.data} has {num_classes}")
     log.info("data: %d training and %d validation images, %d classes", len(train_set), len(val_set), num_classes)
     augment = BatchAugment(num_classes, config.crop_padding, config.flip, config.policy, config.mixup, config.cutmix)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,6 +12,7 @@ import torch
 
 from dlcv.config import TrainConfig
 from dlcv.data.transforms import to_model_input
+from dlcv.errors import UserError
 from dlcv.models import build_model, get_entry, load_weights
 
 log = logging.getLogger("dlcv")
@@ -96,3 +98,17 @@ def build_task(task_class: type[Task], config: TrainConfig, num_classes: int, re
         if report is not None:
             log.info(report.summary())
     return task
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The hyperparameters and weights of a dlcv checkpoint (tensors memory-mapped: read when used)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        hparams, weights = dict(state["hyper_parameters"]), state["state_dict"]
+        int(hparams["num_classes"]), str(hparams["model"])
+    except Exception as exc:
+        raise UserError(f"{path}: not a dlcv checkpoint ({str(exc).splitlines()[0][:120]})") from None
+    return hparams, weights
