@@ -78,6 +78,8 @@ def test_joint_transform_keeps_image_and_mask_aligned():
         (lambda f: (f / "0006_sat.jpg").write_bytes(b""), "0006_sat.jpg"),
         (lambda f: (f / "0007_sat.jpg").write_bytes((f / "0007_sat.jpg").read_bytes()[:300]), "0007_sat.jpg"),
         (lambda f: (f / "0008_mask.png").write_text("not a png"), "0008_mask.png"),
+        (lambda f: shutil.copy(f / "0009_sat.jpg", f / "0009_sat.png"), "0009_sat.png: a second sat file of 0009"),
+        (lambda f: shutil.copy(f / "0001_mask.png", f / "0001_mask.jpg"), "0001_mask.png: a second mask file of 0001"),
     ],
 )
 def test_bad_pairs_name_the_file(folder, breakage, culprit):

@@ -248,3 +248,15 @@ def test_report_file_has_an_ordinary_mode(report):
     umask = os.umask(0)
     os.umask(umask)
     assert report.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_runs_whose_folders_share_a_name_are_told_apart_by_their_parent(runs, tmp_path):
+    from dlcv.errors import UserError
+    from dlcv.report.runs import read_runs
+
+    copies = [tmp_path / parent / "resnet18" for parent in ("first", "second")]
+    for copy in copies:
+        shutil.copytree(runs[2], copy)
+    assert [run.name for run in read_runs([*copies, runs[0]])] == ["first/resnet18", "second/resnet18", "fcn8s"]
+    with pytest.raises(UserError, match="given twice"):
+        read_runs([copies[0], copies[0].parent / "." / "resnet18"])

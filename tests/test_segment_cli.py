@@ -93,6 +93,24 @@ def test_predict_eval_viz(trained_run, landcover_dir, tmp_path, capsys):
     ]
 
 
+def test_viz_tells_apart_runs_whose_folders_share_a_name(trained_run, landcover_dir, tmp_path, capsys):
+    from dlcv.viz.masks import prediction_folder
+
+    copies = [tmp_path / parent / "run" for parent in ("first", "second")]
+    for copy in copies:
+        shutil.copytree(trained_run, copy)
+    argv = ["segment", "viz", "--data", landcover_dir / "validation", "--pred", *copies, "--ids", "0002"]
+    status, _, err = run_cli(capsys, *argv, "--out", tmp_path / "figures")
+    assert status == 0, err
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "compare.png",
+        "overlay_0002.png",
+        "progress_first_run.png",
+        "progress_second_run.png",
+    ]
+    assert prediction_folder(copies[0], "first/run")[0].startswith("first/run (epoch ")
+
+
 def test_existing_run_is_not_overwritten(trained_run, landcover_dir, capsys):
     before = (trained_run / "metrics.csv").read_text()
     status, _, err = run_cli(capsys, "segment", "train", "--data", landcover_dir, "--out", trained_run, "--epochs", "1")
@@ -147,6 +165,14 @@ def test_predict_user_errors(tmp_path, trained_run, capsys):
     )
     assert status == 2 and "a_sat.jpg" in err
     assert not (tmp_path / "out").exists()  # nothing half-written
+    (tmp_path / "a_sat.jpg").unlink()
+    for name in ("b.png", "b.jpg"):  # both would be predicted into b_mask.png
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    status, _, err = run_checkpoint_cli(
+        capsys, "segment", "predict", trained_run / "best.ckpt", tmp_path, tmp_path / "out", "--device", "cpu"
+    )
+    assert status == 2 and err == f"error: {tmp_path / 'b.png'}: its mask would be b_mask.png, as would b.jpg's\n"
+    assert not (tmp_path / "out").exists()
 
 
 def test_predict_refuses_to_write_over_its_input(trained_run, landcover_dir, tmp_path, capsys):

@@ -24,6 +24,12 @@ def read_user_text(path: Path, what: str, encoding: str = "utf-8") -> str:
         raise UserError(f"{path}: not a readable {what} ({exc})") from None
 
 
+def distinct_names(paths: Sequence[Path]) -> list[str]:
+    """Each path's name, its parent folder's in front where two share one (``a/run``, ``b/run``)."""
+    names = [path.name for path in paths]
+    return [f"{path.resolve().parent.name}/{path.name}" if names.count(path.name) > 1 else path.name for path in paths]
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

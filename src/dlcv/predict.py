@@ -60,8 +60,13 @@ def inference_on(task: Task, device: torch.device) -> Iterator[None]:
 def segmentation_inputs(folder: str | Path) -> list[Path]:
     """The images to segment: the ``*_sat`` ones if the folder has any (it may hold masks too), else all."""
     images = list_images(folder)
-    satellite = [p for p in images if p.stem.endswith(IMAGE_TAG)]
-    return satellite or [p for p in images if not p.stem.endswith(MASK_TAG)]
+    inputs = [p for p in images if p.stem.endswith(IMAGE_TAG)] or [p for p in images if not p.stem.endswith(MASK_TAG)]
+    by_mask: dict[str, Path] = {}
+    for path in inputs:
+        other = by_mask.setdefault(mask_name(path), path)
+        if other != path:
+            raise UserError(f"{path}: its mask would be {mask_name(path)}, as would {other.name}'s")
+    return inputs
 
 
 def mask_name(image: Path) -> str:

@@ -34,13 +34,14 @@ def find_pairs(folder: str | Path) -> list[Pair]:
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
     images, masks = {}, {}
-    for path in folder.iterdir():
+    for path in sorted(folder.iterdir()):
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
-        if path.stem.endswith(IMAGE_TAG):
-            images[path.stem[: -len(IMAGE_TAG)]] = path
-        elif path.stem.endswith(MASK_TAG):
-            masks[path.stem[: -len(MASK_TAG)]] = path
+        for tag, found in ((IMAGE_TAG, images), (MASK_TAG, masks)):
+            if path.stem.endswith(tag):
+                key = path.stem[: -len(tag)]
+                if (other := found.setdefault(key, path)) != path:
+                    raise UserError(f"{path}: a second {tag[1:]} file of {key}, beside {other.name}")
     if not images and not masks:
         raise UserError(f"{folder}: no image/mask pairs (ID_sat.jpg with ID_mask.png) in this folder")
     for found, counterpart, missing in ((images, masks, "mask"), (masks, images, "image")):

@@ -13,6 +13,7 @@ from typing import Any
 
 from dlcv.config import CONFIG_NAME, read_yaml
 from dlcv.errors import UserError
+from dlcv.files import distinct_names
 from dlcv.results import RUN_JSON
 from dlcv.training.runner import ARCHITECTURE, BEST, METRICS
 
@@ -108,8 +109,6 @@ def read_runs(paths: list[str | Path]) -> list[Run]:
     duplicates = sorted({str(p) for p in seen if seen.count(p) > 1})
     if duplicates:
         raise UserError(f"{duplicates[0]}: given twice")
-    names = [r.name for r in runs]
-    for run in runs:
-        if names.count(run.name) > 1:
-            run.name = f"{run.path.resolve().parent.name}/{run.name}"
+    for run, name in zip(runs, distinct_names([r.path for r in runs]), strict=True):
+        run.name = name
     return runs

@@ -92,8 +92,8 @@ def snapshot_folders(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in (Path(run_dir) / "snapshots").glob("epoch_*") if p.is_dir())
 
 
-def prediction_folder(path: str | Path) -> tuple[str, Path]:
-    """(label, folder of masks) for a folder of masks, or for a run folder (its last snapshot)."""
+def prediction_folder(path: str | Path, name: str) -> tuple[str, Path]:
+    """(label, folder of masks) for a folder of masks, or for a run folder (its last snapshot), called ``name``."""
     from dlcv.errors import UserError
 
     path = Path(path)
@@ -101,8 +101,8 @@ def prediction_folder(path: str | Path) -> tuple[str, Path]:
         raise UserError(f"{path}: no such folder")
     snapshots = snapshot_folders(path)
     if snapshots:
-        return f"{path.name} ({snapshots[-1].name.replace('_', ' ')})", snapshots[-1]
-    return path.name, path
+        return f"{name} ({snapshots[-1].name.replace('_', ' ')})", snapshots[-1]
+    return name, path
 
 
 #: The validation images whose masks the course report shows.
@@ -134,11 +134,12 @@ def write_mask_figures(
     from dlcv.data.landcover import find_pairs
     from dlcv.data.palette import decode_mask
     from dlcv.errors import UserError
-    from dlcv.files import staged_dir
+    from dlcv.files import distinct_names, staged_dir
 
     pairs = {pair.id: pair for pair in find_pairs(data_dir)}
     ids = choose_ids(data_dir, pairs, ids)
-    sources = [prediction_folder(p) for p in predictions]
+    names = distinct_names([Path(p) for p in predictions])
+    sources = [prediction_folder(p, name) for p, name in zip(predictions, names, strict=True)]
 
     def read_classes(path: Path) -> np.ndarray:
         if not path.is_file():
@@ -157,7 +158,7 @@ def write_mask_figures(
                 overlay_figure(i, images[i], {"ground truth": truths[i], **predicted[i]}), stage / f"overlay_{i}.png"
             )
             written.append(f"overlay_{i}.png")
-        for path in predictions:
+        for path, name in zip(predictions, names, strict=True):
             stages = snapshot_folders(path)
             if not stages:
                 continue
@@ -165,6 +166,6 @@ def write_mask_figures(
                 (i, images[i], truths[i], {s.name.replace("_", " "): read_classes(s / f"{i}_mask.png") for s in stages})
                 for i in ids
             ]
-            save_figure(comparison_figure(rows), stage / f"progress_{Path(path).name}.png")
-            written.append(f"progress_{Path(path).name}.png")
+            written.append(f"progress_{name.replace('/', '_')}.png")
+            save_figure(comparison_figure(rows), stage / written[-1])
     return [Path(out_dir) / name for name in written]
