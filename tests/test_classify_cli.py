@@ -154,6 +154,7 @@ def test_eval_text_matches_a_hand_count(tmp_path, capsys):
         ("0_0.png,0\n", "no row for 1 images of .*: 1_0.png"),
         ("0_0.png,0\n1_0.png,1\n5_5.png,5\n", "1 rows name images not in .*: 5_5.png"),
         ("0_0.png,0\n1_0.png,1\n0_0.png,0\n", "line 4: 0_0.png appears twice"),
+        ("0_0.png,0\n1_0.png,1000000000\n", "line 3: label '1000000000' of 1_0.png is not a class number"),
     ],
 )
 def test_eval_rows_missing_extra_or_repeated(tmp_path, capsys, rows, message):

@@ -39,6 +39,10 @@ def test_label_csv_both_headers(tmp_path):
         ("name,label\na.png,1\n", "expected the header"),
         ("filename,label\na.png,1\nb.png,2\na.png,1\n", r"line 4: a\.png appears twice"),
         ("filename,label\na.png,cat\n", "line 2: label 'cat' of a.png is not a class number"),
+        (
+            "filename,label\na.png,4095\nb.png,4096\n",
+            r"line 3: label '4096' of b\.png is not a class number \(0 \.\. 4095\)",
+        ),
         ("filename,label\na.png\n", "line 2: expected name,label"),
         ("filename,label\n", "no rows"),
         ("", "expected the header"),

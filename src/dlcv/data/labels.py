@@ -18,21 +18,30 @@ from dlcv.files import read_user_text, write_csv_atomic
 #: Accepted first columns of a label CSV; predictions are written with ``image_id``, the graders' header.
 NAME_COLUMNS = ("filename", "image_id")
 PREDICTION_HEADER = ("image_id", "label")
+#: Class numbers run 0 .. MAX_CLASSES - 1. The bound keeps a confusion matrix (MAX_CLASSES² counts, 128 MB)
+#: in memory, so that an image id read as a label is an error, not an allocation of gigabytes.
+MAX_CLASSES = 4096
+
+
+def class_number(text: str) -> int | None:
+    """``text`` as a class number, or None when it is none (not digits, or MAX_CLASSES or more)."""
+    if not (text.isascii() and text.isdigit()) or int(text) >= MAX_CLASSES:
+        return None
+    return int(text)
 
 
 def label_of(name: str | Path) -> int | None:
     """The class in a file name ``<label>_<index>.<ext>``, or ``None`` when the name carries none."""
     head, separator, _ = Path(name).stem.partition("_")
-    if not separator or not (head.isascii() and head.isdigit()):
-        return None
-    return int(head)
+    return class_number(head) if separator else None
 
 
 def parse_label(path: str | Path) -> int:
     """The class in ``path``'s name; a user error naming the file when it carries none."""
     label = label_of(path)
     if label is None:
-        raise UserError(f"{path}: file name carries no label (expected <label>_<index>, e.g. 12_345.png)")
+        expected = f"<label>_<index>, label 0 .. {MAX_CLASSES - 1}, e.g. 12_345.png"
+        raise UserError(f"{path}: file name carries no label (expected {expected})")
     return label
 
 
@@ -50,12 +59,13 @@ def read_label_csv(path: str | Path) -> dict[str, int]:
             continue
         if len(row) < 2:
             raise UserError(f"{path}, line {line}: expected name,label, found {','.join(row)!r}")
-        name, label = row[0].strip(), row[1].strip()
-        if not (label.isascii() and label.isdigit()):
-            raise UserError(f"{path}, line {line}: label {label!r} of {name} is not a class number")
+        name, label = row[0].strip(), class_number(row[1].strip())
+        if label is None:
+            message = f"label {row[1].strip()!r} of {name} is not a class number (0 .. {MAX_CLASSES - 1})"
+            raise UserError(f"{path}, line {line}: {message}")
         if name in labels:
             raise UserError(f"{path}, line {line}: {name} appears twice")
-        labels[name] = int(label)
+        labels[name] = label
     if not labels:
         raise UserError(f"{path}: no rows under the header")
     return labels
