@@ -175,7 +175,7 @@ def test_tsne_and_confusion_figures(trained_run, classification_dir, tmp_path, c
     assert out.split() == [str(figure), str(figure.with_suffix(".csv"))]
     assert Image.open(figure).format == "PNG"
     points = read_rows(figure.with_suffix(".csv"))
-    assert list(points[0]) == ["x", "y", "label", "image_id"] and len(points) == 12
+    assert list(points[0]) == ["x", "y", "label", "image_id", "layer"] and len(points) == 12
     assert all(p["label"] == p["image_id"].split("_")[0] for p in points)
     assert all(np.isfinite([float(p["x"]), float(p["y"])]).all() for p in points)
 

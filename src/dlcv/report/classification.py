@@ -81,8 +81,8 @@ def per_class_table(runs: list[Run], scores: dict[str, ClassificationScore | Non
     return "".join(tables)
 
 
-def _tsne_points(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
-    """(points, labels) from the run's ``tsne.csv``, else computed from best.ckpt on the validation images."""
+def _tsne_points(run: Run) -> tuple[np.ndarray, np.ndarray, str | None] | None:
+    """(points, labels, layer) from the run's ``tsne.csv``, else computed from best.ckpt on the validation images."""
     from dlcv.viz.tsne import write_tsne
 
     cached = run.path / TSNE_CSV
@@ -97,7 +97,8 @@ def _tsne_points(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
         with cached.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     points = np.array([[float(r["x"]), float(r["y"])] for r in rows])
-    return points, np.array([int(r["label"]) for r in rows])
+    layer = rows[0].get("layer") if rows else None  # tsne.csv files before the layer column: None
+    return points, np.array([int(r["label"]) for r in rows]), layer
 
 
 def run_figures(run: Run, score: ClassificationScore | None) -> str:
@@ -121,9 +122,10 @@ def run_figures(run: Run, score: ClassificationScore | None) -> str:
     if found is None:
         parts.append(paragraph(f"{run.name}: no {TSNE_CSV} and no validation data here: no t-SNE."))
     else:
-        points, labels = found
+        points, labels, layer = found
         model = run.config.get("model", "")
-        fig = tsne_figure(points, labels, f"t-SNE of {model}'s penultimate features ({len(points)} validation images)")
+        features = f"layer {layer}" if layer else "features"
+        fig = tsne_figure(points, labels, f"t-SNE of {model} {features} ({len(points)} validation images)")
         parts.append(figure(fig, f"t-SNE of {run.name}'s features, coloured by true class."))
     return "".join(parts)
 

@@ -122,9 +122,9 @@ def write_tsne(
     figure = tsne_figure(points, labels, f"t-SNE of {task.hparams.model} layer {layer} ({len(paths)} images)")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["x", "y", "label", "image_id"])
+    writer.writerow(["x", "y", "label", "image_id", "layer"])
     writer.writerows(
-        (f"{x:.5f}", f"{y:.5f}", int(label), path.name)
+        (f"{x:.5f}", f"{y:.5f}", int(label), path.name, layer)
         for (x, y), label, path in zip(points, labels, paths, strict=True)
     )
     with atomic_path(output) as tmp:
