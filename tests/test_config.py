@@ -32,6 +32,21 @@ from dlcv.errors import UserError
         (SegmentConfig, "workers: -1\n", {}, "{file}: workers must be 0 or a positive integer"),
         (SegmentConfig, "min_scale: 0\n", {}, "{file}: min_scale must lie in (0, 1], not 0"),
         (ClassifyConfig, "model_kwargs: [1, 2]\n", {}, "{file}: model_kwargs must be a mapping"),
+        (SegmentConfig, "lr: .nan\n", {}, "{file}: lr must be a positive number, not nan"),
+        (SegmentConfig, "", {"warmup_epochs": float("inf")}, "--warmup-epochs: warmup_epochs must be a number, 0 or"),
+        (SegmentConfig, "model_kwargs: {fc_channels: -1}\n", {}, "{file}: model_kwargs {{'fc_channels': -1}}: model"),
+        (
+            SegmentConfig,
+            "model: unet_vgg16\nmodel_kwargs: {fc_channels: 8}\n",
+            {},
+            "{file}: model_kwargs {{'fc_channels': 8}}: model",
+        ),
+        (
+            SegmentConfig,
+            "model: deeplabv3plus_vgg16\n",
+            {"batch_size": 1},
+            "--batch-size: batch_size 1: model 'deeplabv3plus_vgg16' trains on batches of 2 or more",
+        ),
     ],
 )
 def test_a_bad_option_names_its_source(tmp_path, cls, in_file, flags, expected):
@@ -40,6 +55,13 @@ def test_a_bad_option_names_its_source(tmp_path, cls, in_file, flags, expected):
     with pytest.raises(UserError) as raised:
         resolve_config(cls, [config_file], flags)
     assert str(raised.value).startswith(expected.format(file=config_file))
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "32", "bf16", 32, 16])
+def test_lightning_precisions_and_their_aliases_pass(tmp_path, precision):
+    config_file = tmp_path / "recipe.yaml"
+    config_file.write_text(f"precision: {precision}\n")  # a bare 32 reads as a number
+    assert str(resolve_config(SegmentConfig, [config_file], {}).precision) == str(precision)
 
 
 def test_a_flag_corrects_a_bad_value_in_the_file(tmp_path):

@@ -76,3 +76,10 @@ def test_results_publish_into_a_file_is_one_error(tmp_path, capsys):
     status, _, err = run_cli(capsys, "results", "publish", results, "--docs", tmp_path / "docs")
     assert status == 2 and err.count("\n") == 1 and err.startswith(f"error: {tmp_path / 'docs'}: a file"), err
     assert (tmp_path / "docs").read_text() == "not a folder"
+
+
+def test_distinct_names_add_parent_folders_until_the_names_differ(tmp_path):
+    from dlcv.files import distinct_names
+
+    paths = [tmp_path / "a" / "x" / "run", tmp_path / "b" / "x" / "run", tmp_path / "b" / "fcn8s", tmp_path / "run2"]
+    assert distinct_names(paths) == ["a/x/run", "b/x/run", "fcn8s", "run2"]

@@ -140,8 +140,9 @@ def test_resume_extends_the_run(trained_run, tmp_path, capsys):
         (["--data", "{data}", "--class-weights", "1", "2"], "give 7 numbers"),
         (["--data", "{data}", "--scale-range", "1.5", "0.75"], "--scale-range: scale_range must be"),
         (["--data", "{data}", "--image-size", "0"], "--image-size: image_size must be a positive integer"),
-        (["--data", "{data}", "--model", "deeplabv3plus_vgg16", "--batch-size", "1"], "batches of 2 or more"),
-        (["--data", "{data}", "--model", "unet_vgg16"], "model_kwargs {'fc_channels': 32}: not options of"),
+        (["--data", "{data}", "--model", "deeplabv3plus_vgg16", "--batch-size", "1"], "--batch-size: batch_size 1"),
+        (["--data", "{data}", "--model", "unet_vgg16"], "model_kwargs {'fc_channels': 32}: model 'unet_vgg16' refuses"),
+        (["--data", "{tmp}/nowhere", "--weights", "{tmp}/missing.pth"], "missing.pth: no such weights file"),
         pytest.param(
             ["--data", "{data}", "--device", "cuda"],
             "--device cuda: no CUDA GPU",
@@ -153,6 +154,16 @@ def test_train_user_errors(argv, culprit, tmp_path, landcover_dir, tiny_config, 
     argv = [a.format(tmp=tmp_path, data=landcover_dir) for a in argv]
     status, _, err = run_cli(capsys, "segment", "train", "--out", tmp_path / "run", "--config", tiny_config, *argv)
     assert status == 2 and err.startswith("error: ") and culprit in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_training_set_too_small_for_the_models_batches_is_one_error(tmp_path, landcover_dir, capsys):
+    config = tmp_path / "deeplab.yaml"
+    config.write_text(yaml.safe_dump({"model": "deeplabv3plus_vgg16", "workers": 0, "device": "cpu", "image_size": 32}))
+    argv = ["segment", "train", "--data", landcover_dir, "--config", config, "--out", tmp_path / "run"]
+    status, _, err = run_cli(capsys, *argv, "--limit-train", "1")
+    message = "1 training items, 1 per process; model 'deeplabv3plus_vgg16' trains on batches of 2 or more"
+    assert status == 2 and err == f"error: {landcover_dir / 'train'}: {message}\n"
     assert not (tmp_path / "run").exists()
 
 
@@ -180,11 +191,16 @@ def test_predict_refuses_to_write_over_its_input(trained_run, landcover_dir, tmp
     shutil.copytree(landcover_dir / "validation", gt)
     before = {path.name: path.read_bytes() for path in gt.iterdir()}
     status, _, err = run_checkpoint_cli(capsys, "segment", "predict", trained_run / "best.ckpt", gt, gt / ".")
-    assert (
-        status == 2
-        and err == f"error: {gt / '.'}: the input folder; its ground-truth *_mask.png would be overwritten\n"
-    )
+    message = "the input folder, whose masks predict would overwrite: 0000_mask.png, 0001_mask.png, 0002_mask.png"
+    assert status == 2 and err == f"error: {gt / '.'}: {message}, 0003_mask.png\n"
     assert {path.name: path.read_bytes() for path in gt.iterdir()} == before
+    for mask in gt.glob("*_mask.png"):  # a folder of images alone takes their masks
+        mask.unlink()
+    status, _, err = run_checkpoint_cli(
+        capsys, "segment", "predict", trained_run / "best.ckpt", gt, gt, "--device", "cpu"
+    )
+    assert status == 0, err
+    assert sorted(path.name for path in gt.glob("*_mask.png")) == [f"{i:04d}_mask.png" for i in range(4)]
 
 
 @pytest.mark.parametrize(

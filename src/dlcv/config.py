@@ -7,6 +7,7 @@ with ``--config RUN_DIR/config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -21,8 +22,9 @@ CONFIG_NAME = "config.yaml"
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "poly", "constant")
 DEVICES = ("auto", "cpu", "cuda")
-# Lightning's precisions; auto: bf16-mixed on a GPU, 32-true on a CPU.
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+# Lightning's precisions and their short aliases; auto: bf16-mixed on a GPU, 32-true on a CPU.
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
+PRECISIONS += ("transformer-engine-float16", "32", "16", "bf16", "64")
 
 
 @dataclass
@@ -72,17 +74,29 @@ class TrainConfig:
             ("device", DEVICES),
             ("precision", PRECISIONS),
         ):
-            if getattr(self, name) not in choices:
+            if str(getattr(self, name)) not in choices:  # str: YAML reads precision 32 as a number
                 raise OptionError(name, f"{name} {getattr(self, name)!r}: choose {', '.join(choices)}")
-        if not _is_number(self.lr) or self.lr <= 0:
+        if not _is_number(self.lr) or not 0 < self.lr < math.inf:
             raise OptionError("lr", f"lr must be a positive number, not {self.lr!r}")
         for name in ("weight_decay", "warmup_epochs"):
-            if not _is_number(getattr(self, name)) or getattr(self, name) < 0:
+            if not _is_number(getattr(self, name)) or not 0 <= getattr(self, name) < math.inf:
                 raise OptionError(name, f"{name} must be a number, 0 or more, not {getattr(self, name)!r}")
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """The options the model itself must accept: its keyword arguments, the batch size it trains on."""
+        from dlcv.models import get_entry
+        from dlcv.models.registry import check_model_kwargs
+
+        entry = get_entry(self.model)
         if not isinstance(self.model_kwargs, dict):
             raise OptionError(
                 "model_kwargs", f"model_kwargs must be a mapping of argument: value, not {self.model_kwargs!r}"
             )
+        if self.batch_size < entry.min_batch_size:
+            message = f"batch_size {self.batch_size}: model {entry.name!r} trains on batches of {entry.min_batch_size}"
+            raise OptionError("batch_size", f"{message} or more")
+        check_model_kwargs(entry, self.model_kwargs)
 
 
 def _is_int(value: Any, low: int) -> bool:

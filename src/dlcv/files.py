@@ -25,9 +25,19 @@ def read_user_text(path: Path, what: str, encoding: str = "utf-8") -> str:
 
 
 def distinct_names(paths: Sequence[Path]) -> list[str]:
-    """Each path's name, its parent folder's in front where two share one (``a/run``, ``b/run``)."""
-    names = [path.name for path in paths]
-    return [f"{path.resolve().parent.name}/{path.name}" if names.count(path.name) > 1 else path.name for path in paths]
+    """Each path's name, with as many of its parent folders in front as tell it apart (``a/x/run``, ``b/x/run``)."""
+    parts = [(*path.resolve().parent.parts, path.name) for path in paths]
+
+    def tail(i: int, depth: int) -> tuple[str, ...]:
+        return parts[i][-depth:]
+
+    names = []
+    for i, own in enumerate(parts):
+        depth = 1
+        while depth < len(own) and any(tail(j, depth) == tail(i, depth) for j in range(len(parts)) if j != i):
+            depth += 1
+        names.append("/".join(tail(i, depth)))
+    return names
 
 
 def _umask() -> int:

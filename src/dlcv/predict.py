@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from dlcv.data.images import list_images, read_rgb, resize_square
 from dlcv.data.landcover import IMAGE_TAG, MASK_TAG
 from dlcv.data.palette import encode_mask
-from dlcv.errors import UserError
+from dlcv.errors import UserError, abbreviate
 from dlcv.files import staged_dir
 from dlcv.models import get_entry
 from dlcv.training.runner import accelerator_for
@@ -185,9 +185,11 @@ def predict_masks(
     the argmax of the views' averaged probabilities.
     """
     check_tta(tta, tta_scales)
-    if Path(output_dir).resolve() == Path(input_dir).resolve():
-        raise UserError(f"{output_dir}: the input folder; its ground-truth *_mask.png would be overwritten")
     paths = segmentation_inputs(input_dir)
+    if Path(output_dir).resolve() == Path(input_dir).resolve():
+        masks = [name for name in map(mask_name, paths) if (Path(input_dir) / name).exists()]
+        if masks:
+            raise UserError(f"{output_dir}: the input folder, whose masks predict would overwrite: {abbreviate(masks)}")
     task = load_task(checkpoint, "segment")
     with staged_dir(output_dir) as stage:
         for path, class_map in iter_class_maps(task, paths, device, batch_size, workers, tta, tta_scales):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcv.errors import UserError
+from dlcv.errors import OptionError, UserError
 
 TASKS = ("segment", "classify")
 
@@ -68,5 +68,8 @@ def check_model_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
     try:
         with torch.device("meta"):
             entry.builder(num_classes=2, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"model_kwargs {kwargs!r}: not options of model {entry.name!r} ({exc})") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0][:120]
+        raise OptionError(
+            "model_kwargs", f"model_kwargs {kwargs!r}: model {entry.name!r} refuses them ({reason})"
+        ) from None

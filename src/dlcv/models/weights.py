@@ -34,11 +34,16 @@ class WeightsReport:
         return "\n".join(lines)
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or torch file (a bare state dict, or one under ``state_dict``/``model``)."""
+def check_weights_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
+    return path
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or torch file (a bare state dict, or one under ``state_dict``/``model``)."""
+    path = check_weights_file(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

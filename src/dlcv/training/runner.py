@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -24,7 +25,7 @@ from dlcv.errors import UserError
 from dlcv.files import atomic_path, make_folder, write_text_atomic
 from dlcv.models import get_entry
 from dlcv.models.describe import describe_module
-from dlcv.models.registry import check_model_kwargs
+from dlcv.models.weights import check_weights_file
 from dlcv.results import RUN_JSON, source_commit, write_run_record
 from dlcv.training.callbacks import EpochSeed, FiniteLossGuard, MetricsHistory
 
@@ -99,21 +100,26 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def prepare_run(config: TrainConfig, task: str, resume: bool, overwrite: bool) -> str | None:
-    """Every check a run can make before minutes of decoding: the run folder, the model and its options,
-    the device, the weights file. Returns the commit of the code the run starts with."""
+    """Every check a run can make before minutes of decoding: the run folder, the options (the model's
+    too), the device, the weights file. Returns the commit of the code the run starts with."""
     check_run_dir(Path(config.out), resume, overwrite)
     commit = source_commit()
-    entry = get_entry(config.model, task=task)
+    get_entry(config.model, task=task)
     config.check()
-    if config.batch_size < entry.min_batch_size:
-        raise UserError(
-            f"batch_size {config.batch_size}: model {entry.name!r} trains on batches of {entry.min_batch_size} or more"
-        )
-    check_model_kwargs(entry, config.model_kwargs)
     accelerator_for(config.device)
-    if not resume and config.weights not in ("none", "imagenet") and not Path(config.weights).is_file():
-        raise UserError(f"{config.weights}: no such weights file")
+    if not resume and config.weights not in ("none", "imagenet"):
+        check_weights_file(config.weights)
     return commit
+
+
+def check_training_share(config: TrainConfig, items: int, folder: Path) -> None:
+    """Each process's share of ``items`` training items must fill a batch the model can train on (the
+    last, smaller batch is dropped only where a share holds more than a batch)."""
+    smallest = get_entry(config.model).min_batch_size
+    share = math.ceil(items / (config.devices * config.num_nodes))
+    if share < smallest:
+        needs = f"model {config.model!r} trains on batches of {smallest} or more"
+        raise UserError(f"{folder}: {items} training items, {share} per process; {needs}")
 
 
 def clear_run_dir(run_dir: Path) -> None:

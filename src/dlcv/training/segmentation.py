@@ -28,7 +28,7 @@ from dlcv.files import atomic_path
 from dlcv.metrics import iou_per_class
 from dlcv.training.device_data import DeviceTrainingData
 from dlcv.training.losses import SegmentationLoss, class_weight_vector
-from dlcv.training.runner import RunSummary, fit, prepare_run
+from dlcv.training.runner import RunSummary, check_training_share, fit, prepare_run
 from dlcv.training.task import Task, build_task
 
 log = logging.getLogger("dlcv")
@@ -140,6 +140,7 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
                 dataset.folder,
                 dataset.off_palette_masks[0],
             )
+    check_training_share(config, len(train_set), train_dir)
     if not train_set.uniform_size():
         raise UserError(f"{train_set.odd_size()}: not the size of the other training pairs; pass --image-size")
     crop = config.crop_size or config.image_size or min(train_set.images.shape[-2:])
