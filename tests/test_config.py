@@ -23,7 +23,7 @@ from dlcv.errors import UserError
         (ClassifyConfig, "schedule: step\n", {}, "{file}: schedule 'step': choose cosine, poly, constant"),
         (SegmentConfig, "", {"precision": "bogus"}, "--precision: precision 'bogus': choose auto, 32-true"),
         (SegmentConfig, "device: tpu\n", {}, "{file}: device 'tpu': choose auto, cpu, cuda"),
-        (SegmentConfig, "", {"lr": 0.0}, "--lr: lr must be a positive number, not 0.0"),
+        (SegmentConfig, "", {"lr": -0.1}, "--lr: lr must be a number, 0 or more, not -0.1"),
         (ClassifyConfig, "weight_decay: -0.1\n", {}, "{file}: weight_decay must be a number, 0 or more"),
         (SegmentConfig, "warmup_epochs: one\n", {}, "{file}: warmup_epochs must be a number, 0 or more"),
         (SegmentConfig, "", {"image_size": 0}, "--image-size: image_size must be a positive integer (or unset)"),
@@ -32,7 +32,7 @@ from dlcv.errors import UserError
         (SegmentConfig, "workers: -1\n", {}, "{file}: workers must be 0 or a positive integer"),
         (SegmentConfig, "min_scale: 0\n", {}, "{file}: min_scale must lie in (0, 1], not 0"),
         (ClassifyConfig, "model_kwargs: [1, 2]\n", {}, "{file}: model_kwargs must be a mapping"),
-        (SegmentConfig, "lr: .nan\n", {}, "{file}: lr must be a positive number, not nan"),
+        (SegmentConfig, "lr: .nan\n", {}, "{file}: lr must be a number, 0 or more, not nan"),
         (SegmentConfig, "", {"warmup_epochs": float("inf")}, "--warmup-epochs: warmup_epochs must be a number, 0 or"),
         (SegmentConfig, "model_kwargs: {fc_channels: -1}\n", {}, "{file}: model_kwargs {{'fc_channels': -1}}: model"),
         (

@@ -122,6 +122,12 @@ def test_report_user_errors(make, culprit, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_report_out_that_is_a_folder_is_refused_before_any_building(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("dlcv.report.build.build_report", lambda *args: pytest.fail("built before the check"))
+    status, _, err = run_cli(capsys, "report", runs[0], "--out", tmp_path)
+    assert status == 2 and err == f"error: {tmp_path}: a folder, where a file is to be written\n"
+
+
 def test_report_of_a_run_without_its_data_says_so(runs, tmp_path, capsys):
     moved = tmp_path / "fcn8s"
     shutil.copytree(runs[0], moved)

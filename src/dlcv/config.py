@@ -76,9 +76,7 @@ class TrainConfig:
         ):
             if str(getattr(self, name)) not in choices:  # str: YAML reads precision 32 as a number
                 raise OptionError(name, f"{name} {getattr(self, name)!r}: choose {', '.join(choices)}")
-        if not _is_number(self.lr) or not 0 < self.lr < math.inf:
-            raise OptionError("lr", f"lr must be a positive number, not {self.lr!r}")
-        for name in ("weight_decay", "warmup_epochs"):
+        for name in ("lr", "weight_decay", "warmup_epochs"):  # lr 0: the weights stay as loaded
             if not _is_number(getattr(self, name)) or not 0 <= getattr(self, name) < math.inf:
                 raise OptionError(name, f"{name} must be a number, 0 or more, not {getattr(self, name)!r}")
         self._check_model()

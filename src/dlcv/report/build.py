@@ -10,7 +10,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from dlcv.files import write_text_atomic
+from dlcv.files import atomic_path
 from dlcv.report.html import Column, Section, figure, heading, number, page, paragraph, percent, preformatted, table
 from dlcv.report.runs import Run, read_runs
 
@@ -165,7 +165,9 @@ def build_report(run_dirs: list[str | Path], ids: list[str] | None = None) -> st
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path, ids: list[str] | None = None) -> Path:
-    """Write the report atomically to ``out``: a reader sees the old page or the new one whole."""
+    """Write the report atomically to ``out``: a reader sees the old page or the new one whole. A bad ``out``
+    is refused before minutes of building (the t-SNE of every classifier)."""
     out = Path(out)
-    write_text_atomic(out, build_report(run_dirs, ids))
+    with atomic_path(out) as tmp:
+        tmp.write_text(build_report(run_dirs, ids), encoding="utf-8")
     return out
