@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dlcv.config import DEVICES, OPTIMIZERS, SCHEDULES
 from dlcv.errors import UserError
 
 log = logging.getLogger("dlcv")
@@ -55,12 +56,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--optimizer", choices=["adamw", "sgd"])
-    parser.add_argument("--schedule", choices=["cosine", "poly", "constant"])
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--schedule", choices=SCHEDULES)
     parser.add_argument("--image-size", type=int, help="resize images to S x S once at load (default: native)")
     parser.add_argument("--weights", help="imagenet, none, or a state-dict file (.pth/.safetensors)")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", choices=DEVICES)
     parser.add_argument("--devices", type=int, help="processes (GPUs) per machine, data-parallel")
     parser.add_argument("--num-nodes", type=int, help="machines, data-parallel")
     parser.add_argument("--precision", help="auto, 32-true, bf16-mixed, 16-mixed")
@@ -78,7 +79,7 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser, output: str) -> Non
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--input", required=True, help="folder of images")
     parser.add_argument("--output", required=True, help=output)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
 
 
 def _resolve_train_config(cls, args: argparse.Namespace):
@@ -379,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", required=True, help="folder for runs/, predictions/, report.html, results.csv")
     reproduce.add_argument("--quick", action="store_true", help="scaled down to minutes on a CPU (else: for a GPU)")
     reproduce.add_argument("--weights", default="imagenet", help="imagenet, none, or a VGG16 state-dict file")
-    reproduce.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    reproduce.add_argument("--device", default="auto", choices=DEVICES)
     reproduce.add_argument(
         "--presets",
         nargs="+",

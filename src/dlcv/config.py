@@ -23,8 +23,10 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "poly", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 # Lightning's precisions and their short aliases; auto: bf16-mixed on a GPU, 32-true on a CPU.
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine")
-PRECISIONS += ("transformer-engine-float16", "32", "16", "bf16", "64")
+PRECISIONS = (
+    *("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"),
+    *("transformer-engine", "transformer-engine-float16", "32", "16", "bf16", "64"),
+)
 
 
 @dataclass
