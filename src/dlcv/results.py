@@ -320,6 +320,8 @@ def render_markdown(results: list[Result]) -> str:
         "meant for a GPU. Rows marked *all data* trained on every training image and were scored on the whole",
         "validation set; those on `cpu` ran fewer epochs (and, for segmentation, smaller images) than the",
         "report's, as their command says: what a 2-core CPU reaches in an hour, not what the models can reach.",
+        "A command's presets (`--config NAME`) are as they were at its row's commit; one changed since then",
+        "runs differently today (`git show COMMIT:src/dlcv/configs/NAME.yaml` shows it as it was).",
         "",
     ]
     titles = {"classify": "Classification: accuracy", "segment": "Segmentation: mIoU"}
