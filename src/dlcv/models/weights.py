@@ -35,6 +35,7 @@ class WeightsReport:
 
 
 def check_weights_file(path: str | Path) -> Path:
+    """``--weights PATH``, checked to be a file: before a run decodes its data, and again when it is read."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such weights file")
