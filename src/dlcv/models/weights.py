@@ -42,6 +42,12 @@ def check_weights_file(path: str | Path) -> Path:
     return path
 
 
+def check_weights_spec(spec: str) -> None:
+    """``--weights`` before a run decodes its data: ``none``, ``imagenet`` (fetched when loaded), or a file."""
+    if spec not in ("none", "imagenet"):
+        check_weights_file(spec)
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` or torch file (a bare state dict, or one under ``state_dict``/``model``)."""
     path = check_weights_file(path)

@@ -25,7 +25,7 @@ from dlcv.errors import UserError
 from dlcv.files import atomic_path, make_folder, write_text_atomic
 from dlcv.models import get_entry
 from dlcv.models.describe import describe_module
-from dlcv.models.weights import check_weights_file
+from dlcv.models.weights import check_weights_spec
 from dlcv.results import RUN_JSON, source_commit, write_run_record
 from dlcv.training.callbacks import EpochSeed, FiniteLossGuard, MetricsHistory
 
@@ -107,8 +107,8 @@ def prepare_run(config: TrainConfig, task: str, resume: bool, overwrite: bool) -
     get_entry(config.model, task=task)
     config.check()
     accelerator_for(config.device)
-    if not resume and config.weights not in ("none", "imagenet"):
-        check_weights_file(config.weights)
+    if not resume:
+        check_weights_spec(config.weights)
     return commit
 
 
