@@ -218,6 +218,16 @@ def test_a_count_below_one_is_a_usage_error(argv, capsys):
     assert status == 2 and out == "" and err.endswith(f"argument {flag}: {value!r}: not a positive integer\n")
 
 
+def test_version_is_the_installed_one_and_a_missing_command_is_a_usage_error(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(capsys, "--version")
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"dlcv {version('dlcv')}\n"
+    status, out, err = run_cli(capsys)
+    assert (status, out, err) == (2, "", "error: dlcv: the following arguments are required: COMMAND\n")
+
+
 def test_real_pairs_train_predict_eval(real_p2, hed_weights, tmp_path, capsys):
     """A few real pairs, the HED weights, one epoch at 64 px: the whole path on the course data."""
     data = tmp_path / "p2"

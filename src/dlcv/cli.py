@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dlcv import __version__
 from dlcv.config import DEVICES, OPTIMIZERS, SCHEDULES
 from dlcv.errors import UserError
 
@@ -354,8 +355,13 @@ def _results_publish(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dlcv", description=__doc__.splitlines()[0] if __doc__ else None)
-    commands = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
+    parser = _Parser(
+        prog="dlcv",
+        description="Train, evaluate and explain image classifiers and land-cover segmentation models.",
+        epilog="Start with 'dlcv demo'; 'dlcv COMMAND --help' tells each command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"dlcv {__version__}")
+    commands = parser.add_subparsers(dest="group", metavar="COMMAND", required=True, parser_class=_Parser)
     _add_segment(commands)
     _add_classify(commands)
 
