@@ -83,3 +83,24 @@ def test_files_layer_in_turn_and_the_last_to_set_a_value_answers_for_it(tmp_path
     assert str(raised.value).startswith(f"{overlay}: scale_range must be two zoom factors")
     config = resolve_config(SegmentConfig, [base, overlay], {"epochs": 2, "scale_range": [1.0, 1.0]})
     assert (config.loss, config.epochs) == ("ce+dice", 2)
+
+
+@pytest.mark.parametrize(("task", "cls"), [("segment", SegmentConfig), ("classify", ClassifyConfig)])
+def test_the_defaults_train_help_shows_are_those_a_run_without_the_flag_gets(task, cls):
+    import argparse
+    import re
+
+    from dlcv.cli import build_parser
+
+    def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    train = subcommands(subcommands(build_parser())[task])["train"]
+    resolved = resolve_config(cls, [], {})
+    shown = {
+        action.dest: found.group(1)
+        for action in train._actions
+        if action.help and (found := re.search(r"\(default ([^):]+)\)", action.help))
+    }
+    assert {"epochs", "lr", "batch_size", "optimizer", "schedule", "model"} <= set(shown)
+    assert shown == {name: str(getattr(resolved, name)) for name in shown}

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dlcv import __version__
-from dlcv.config import DEVICES, OPTIMIZERS, SCHEDULES
+from dlcv.config import DEVICES, OPTIMIZERS, SCHEDULES, ClassifyConfig, SegmentConfig, TrainConfig
 from dlcv.errors import UserError
 
 log = logging.getLogger("dlcv")
@@ -42,31 +42,43 @@ def _positive_int(text: str) -> int:
 # ---- shared option groups -------------------------------------------------------------------------
 
 
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    """Options of every ``train`` command; defaults are None so that only given flags override the config."""
+def _add_train_options(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """Options of every ``train`` command; they parse to None so that only given flags override the
+    config, and their help shows the task's built-in ``defaults``."""
+
+    def default(name: str) -> str:
+        return f"(default {getattr(defaults, name)})"
+
     parser.add_argument("--data", help="data folder")
-    parser.add_argument("--model", help="model name (see `dlcv describe --list`)")
+    parser.add_argument("--model", help=f"model name, see `dlcv describe --list` {default('model')}")
     parser.add_argument("--out", help="run folder to create (checkpoints, metrics.csv, config.yaml)")
     parser.add_argument(
         "--config",
         action="append",
         help="YAML file of options, or a preset's name (report_fcn8s ...); repeat it to layer files (a later one "
-        "wins); flags given here override them all",
+        "wins); its values replace the defaults shown here, and flags given here override them all",
     )
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS)
-    parser.add_argument("--schedule", choices=SCHEDULES)
+    parser.add_argument("--epochs", type=int, help=default("epochs"))
+    parser.add_argument("--batch-size", type=int, help=f"images per batch and process {default('batch_size')}")
+    parser.add_argument("--lr", type=float, help=f"peak learning rate {default('lr')}")
+    parser.add_argument("--weight-decay", type=float, help=default("weight_decay"))
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help=default("optimizer"))
+    parser.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule {default('schedule')}")
     parser.add_argument("--image-size", type=int, help="resize images to S x S once at load (default: native)")
-    parser.add_argument("--weights", help="imagenet, none, or a state-dict file (.pth/.safetensors)")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", choices=DEVICES)
-    parser.add_argument("--devices", type=int, help="processes (GPUs) per machine, data-parallel")
-    parser.add_argument("--num-nodes", type=int, help="machines, data-parallel")
-    parser.add_argument("--precision", help="auto, 32-true, bf16-mixed, 16-mixed")
-    parser.add_argument("--workers", type=int, help="processes that decode the data once, at load")
+    parser.add_argument(
+        "--weights", help=f"imagenet, none, or a state-dict file (.pth/.safetensors) {default('weights')}"
+    )
+    parser.add_argument("--seed", type=int, help=default("seed"))
+    parser.add_argument("--device", choices=DEVICES, help=f"auto: a GPU where there is one {default('device')}")
+    parser.add_argument("--devices", type=int, help=f"processes (GPUs) per machine, data-parallel {default('devices')}")
+    parser.add_argument("--num-nodes", type=int, help=f"machines, data-parallel {default('num_nodes')}")
+    parser.add_argument(
+        "--precision",
+        help=f"32-true, bf16-mixed, 16-mixed; auto: bf16-mixed on a GPU, else 32-true {default('precision')}",
+    )
+    parser.add_argument(
+        "--workers", type=int, help=f"processes that decode the data once, at load {default('workers')}"
+    )
     parser.add_argument("--limit-train", type=int, help="use only N training items (quick runs)")
     parser.add_argument("--limit-val", type=int, help="use only N validation items")
     parser.add_argument("--deterministic", action="store_true", default=None, help="deterministic GPU kernels")
@@ -77,10 +89,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_checkpoint_options(parser: argparse.ArgumentParser, output: str) -> None:
     """What every command that runs a trained model on a folder of images takes."""
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", required=True, help="a trained model: a run's best.ckpt or last.ckpt")
     parser.add_argument("--input", required=True, help="folder of images")
     parser.add_argument("--output", required=True, help=output)
-    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument(
+        "--device", default="auto", choices=DEVICES, help="auto: a GPU where there is one (default auto)"
+    )
 
 
 def _resolve_train_config(cls, args: argparse.Namespace):
@@ -114,7 +128,6 @@ def _print_summary(summary) -> None:
 
 
 def _segment_train(args: argparse.Namespace) -> None:
-    from dlcv.config import SegmentConfig
     from dlcv.training.segmentation import train_segmentation
 
     if args.class_weights is not None:
@@ -184,7 +197,7 @@ def _add_segment(commands) -> None:
     )
 
     train = segment.add_parser("train", help="train a segmentation model")
-    _add_train_options(train)
+    _add_train_options(train, SegmentConfig())
     train.add_argument("--crop-size", type=int, help="training crop side (default: the image size)")
     train.add_argument(
         "--scale-range",
@@ -193,7 +206,9 @@ def _add_segment(commands) -> None:
         metavar=("LOW", "HIGH"),
         help="multi-scale training: zoom each crop by a factor drawn from [LOW, HIGH] (1 1: one scale)",
     )
-    train.add_argument("--loss", help="ce, dice, lovasz, lovasz_image, or a sum such as ce+lovasz (default ce)")
+    train.add_argument(
+        "--loss", help=f"ce, dice, lovasz, lovasz_image, or a sum such as ce+lovasz (default {SegmentConfig.loss})"
+    )
     train.add_argument(
         "--class-weights", nargs="+", metavar="W", help="loss weights: rangeland=1.5 (others 1), or one per class"
     )
@@ -201,7 +216,7 @@ def _add_segment(commands) -> None:
 
     predict = segment.add_parser("predict", help="write NNNN_mask.png for each image of a folder")
     _add_checkpoint_options(predict, "folder for the masks")
-    predict.add_argument("--batch-size", type=_positive_int, default=4)
+    predict.add_argument("--batch-size", type=_positive_int, default=4, help="images per batch (default 4)")
     predict.add_argument(
         "--tta",
         nargs="?",
@@ -232,7 +247,6 @@ def _add_segment(commands) -> None:
 
 
 def _classify_train(args: argparse.Namespace) -> None:
-    from dlcv.config import ClassifyConfig
     from dlcv.training.classification import train_classification
 
     config = _resolve_train_config(ClassifyConfig, args)
@@ -274,17 +288,21 @@ def _add_classify(commands) -> None:
     )
 
     train = classify.add_parser("train", help="train a classifier (data: train_50/ + val_50/, or train/ + val/)")
-    _add_train_options(train)
-    train.add_argument("--policy", choices=["none", "trivialaugment", "randaugment"], help="augmentation policy")
+    _add_train_options(train, ClassifyConfig())
+    train.add_argument(
+        "--policy",
+        choices=["none", "trivialaugment", "randaugment"],
+        help=f"augmentation policy (default {ClassifyConfig.policy})",
+    )
     train.add_argument("--mixup", type=float, help="mixup Beta(alpha, alpha); 0 is off")
     train.add_argument("--cutmix", type=float, help="cutmix Beta(alpha, alpha); 0 is off")
-    train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--label-smoothing", type=float, help=f"(default {ClassifyConfig.label_smoothing})")
     train.add_argument("--ema", type=float, help="decay of a moving average of the weights (e.g. 0.999); 0 is off")
     train.set_defaults(handler=_classify_train)
 
     predict = classify.add_parser("predict", help="write the graders' CSV (image_id,label) for a folder of images")
     _add_checkpoint_options(predict, "CSV file to write")
-    predict.add_argument("--batch-size", type=_positive_int, default=256)
+    predict.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch (default 256)")
     predict.set_defaults(handler=_classify_predict)
 
     evaluate = classify.add_parser("eval", help="accuracy of a predictions CSV, overall and per class")
