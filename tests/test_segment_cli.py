@@ -218,12 +218,16 @@ def test_a_count_below_one_is_a_usage_error(argv, capsys):
     assert status == 2 and out == "" and err.endswith(f"argument {flag}: {value!r}: not a positive integer\n")
 
 
-def test_version_is_the_installed_one_and_a_missing_command_is_a_usage_error(capsys):
-    from importlib.metadata import version
+def test_version_and_description_are_the_installed_ones_and_a_missing_command_is_a_usage_error(capsys):
+    from importlib.metadata import metadata
 
+    installed = metadata("dlcv")
     with pytest.raises(SystemExit) as exit_info:
         run_cli(capsys, "--version")
-    assert exit_info.value.code == 0 and capsys.readouterr().out == f"dlcv {version('dlcv')}\n"
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"dlcv {installed['Version']}\n"
+    with pytest.raises(SystemExit):
+        run_cli(capsys, "--help")
+    assert installed["Summary"] in " ".join(capsys.readouterr().out.split())
     status, out, err = run_cli(capsys)
     assert (status, out, err) == (2, "", "error: dlcv: the following arguments are required: COMMAND\n")
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dlcv import __version__
+import dlcv
 from dlcv.config import DEVICES, OPTIMIZERS, SCHEDULES, ClassifyConfig, SegmentConfig, TrainConfig
 from dlcv.errors import UserError
 
@@ -375,10 +375,10 @@ def _results_publish(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dlcv",
-        description="Train, evaluate and explain image classifiers and land-cover segmentation models.",
+        description=dlcv.__doc__,
         epilog="Start with 'dlcv demo'; 'dlcv COMMAND --help' tells each command's options.",
     )
-    parser.add_argument("--version", action="version", version=f"dlcv {__version__}")
+    parser.add_argument("--version", action="version", version=f"dlcv {dlcv.__version__}")
     commands = parser.add_subparsers(dest="group", metavar="COMMAND", required=True, parser_class=_Parser)
     _add_segment(commands)
     _add_classify(commands)
