@@ -228,8 +228,10 @@ def test_version_and_description_are_the_installed_ones_and_a_missing_command_is
     with pytest.raises(SystemExit):
         run_cli(capsys, "--help")
     assert installed["Summary"] in " ".join(capsys.readouterr().out.split())
-    status, out, err = run_cli(capsys)
-    assert (status, out, err) == (2, "", "error: dlcv: the following arguments are required: COMMAND\n")
+    for group in ([], ["segment"], ["classify"], ["results"]):
+        status, out, err = run_cli(capsys, *group)
+        prog = " ".join(["dlcv", *group])
+        assert (status, out, err) == (2, "", f"error: {prog}: the following arguments are required: COMMAND\n")
 
 
 def test_real_pairs_train_predict_eval(real_p2, hed_weights, tmp_path, capsys):

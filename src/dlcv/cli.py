@@ -191,10 +191,13 @@ def _segment_viz(args: argparse.Namespace) -> None:
         print(path)
 
 
+def _add_group(commands, name: str, summary: str):
+    """A command that is a group of commands (``dlcv segment train``): usage says COMMAND, as at the top."""
+    return commands.add_parser(name, help=summary).add_subparsers(metavar="COMMAND", required=True)
+
+
 def _add_segment(commands) -> None:
-    segment = commands.add_parser("segment", help="land-cover segmentation").add_subparsers(
-        dest="command", required=True
-    )
+    segment = _add_group(commands, "segment", "land-cover segmentation")
 
     train = segment.add_parser("train", help="train a segmentation model")
     _add_train_options(train, SegmentConfig())
@@ -283,9 +286,7 @@ def _classify_confusion(args: argparse.Namespace) -> None:
 
 
 def _add_classify(commands) -> None:
-    classify = commands.add_parser("classify", help="image classification").add_subparsers(
-        dest="command", required=True
-    )
+    classify = _add_group(commands, "classify", "image classification")
 
     train = classify.add_parser("train", help="train a classifier (data: train_50/ + val_50/, or train/ + val/)")
     _add_train_options(train, ClassifyConfig())
@@ -379,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with 'dlcv demo'; 'dlcv COMMAND --help' tells each command's options.",
     )
     parser.add_argument("--version", action="version", version=f"dlcv {dlcv.__version__}")
-    commands = parser.add_subparsers(dest="group", metavar="COMMAND", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(metavar="COMMAND", required=True, parser_class=_Parser)
     _add_segment(commands)
     _add_classify(commands)
 
@@ -404,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", required=True, help="folder for runs/, predictions/, report.html, results.csv")
     reproduce.add_argument("--quick", action="store_true", help="scaled down to minutes on a CPU (else: for a GPU)")
     reproduce.add_argument("--weights", default="imagenet", help="imagenet, none, or a VGG16 state-dict file")
-    reproduce.add_argument("--device", default="auto", choices=DEVICES)
+    reproduce.add_argument("--device", default="auto", choices=DEVICES, help="auto: a GPU where there is one")
     reproduce.add_argument(
         "--presets",
         nargs="+",
@@ -415,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier reproduce in --out")
     reproduce.set_defaults(handler=_reproduce)
 
-    results = commands.add_parser("results", help="published results").add_subparsers(dest="command", required=True)
+    results = _add_group(commands, "results", "published results")
     publish = results.add_parser(
         "publish", help="append results.csv files and finished run folders to DOCS/results.csv, render RESULTS.md"
     )
