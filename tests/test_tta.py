@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from dlcv.data.palette import PALETTE
-from dlcv.predict import TTA_VIEWS, segment_probabilities
+from dlcv.predict import TTA_SCALES, TTA_VIEWS, segment_probabilities
 from dlcv.training.segmentation import SegmentationTask
 from tests.conftest import run_checkpoint_cli
 
@@ -96,6 +96,17 @@ def test_view_sets():
     seen = {tuple(torch.rot90(x, t, dims=(-2, -1)).flip(-1).flatten().tolist()) for t, f in TTA_VIEWS["d4"] if f}
     seen |= {tuple(torch.rot90(x, t, dims=(-2, -1)).flatten().tolist()) for t, f in TTA_VIEWS["d4"] if not f}
     assert len(seen) == 8  # the eight symmetries of the square, all different
+
+
+def test_help_names_the_default_views_and_scales(capsys):
+    """The --tta help spells out the library's views and default scales; it must follow them."""
+    from dlcv.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["segment", "predict", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "{" + ",".join(name for name in TTA_VIEWS if name != "none") + "}" in help_text
+    assert "at scales " + ", ".join(f"{scale:g}" for scale in TTA_SCALES) in help_text
 
 
 @pytest.fixture(scope="module")
