@@ -17,7 +17,7 @@ from torch import nn
 from dlcv.data.palette import PALETTE
 from dlcv.predict import TTA_SCALES, TTA_VIEWS, segment_probabilities
 from dlcv.training.segmentation import SegmentationTask
-from tests.conftest import run_checkpoint_cli
+from tests.conftest import run_checkpoint_cli, run_cli
 
 RECIPE = {
     "model": "deeplabv3plus_vgg16",
@@ -100,10 +100,8 @@ def test_view_sets():
 
 def test_help_names_the_default_views_and_scales(capsys):
     """The --tta help spells out the library's views and default scales; it must follow them."""
-    from dlcv.cli import main
-
     with pytest.raises(SystemExit):
-        main(["segment", "predict", "--help"])
+        run_cli(capsys, "segment", "predict", "--help")
     help_text = " ".join(capsys.readouterr().out.split())
     assert "{" + ",".join(name for name in TTA_VIEWS if name != "none") + "}" in help_text
     assert "at scales " + ", ".join(f"{scale:g}" for scale in TTA_SCALES) in help_text
