@@ -66,6 +66,19 @@ def test_encoder_strides():
             assert [f.shape[-1] for f in encoder(x)] == [64 // s for s in encoder.strides]
 
 
+def test_unet_decoder_balances_skips_of_any_scale():
+    """VGG16 has no BatchNorm: its raw early stages must not outweigh the normalised decoder path."""
+    torch.manual_seed(0)
+    decoder = build_model("unet_vgg16", 7).decoder.train()
+    features = [
+        torch.randn(2, c, 64 // s, 64 // s).relu()
+        for c, s in zip(VGG16Encoder.channels, VGG16Encoder.strides, strict=True)
+    ]
+    early_stages_raw = [f * scale for f, scale in zip(features, (30.0, 15.0, 1.0, 1.0, 1.0), strict=True)]
+    with torch.no_grad():
+        assert torch.allclose(decoder(early_stages_raw), decoder(features), atol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["unet_vgg16", "deeplabv3plus_vgg16"])
 def test_vgg16_file_loads_into_the_encoder(tmp_path, models, name):
     reference = vgg16_features()
