@@ -117,7 +117,7 @@ def test_reproduce_names_the_preset_file_of_a_bad_value(hw2_dir, tmp_path, capsy
     assert not out.exists()
 
 
-def _result(model: str, value: float, command: str) -> Result:
+def _result(model: str, value: float, command: str, commit: str = "abc1234") -> Result:
     return Result(
         "segment",
         model,
@@ -129,7 +129,7 @@ def _result(model: str, value: float, command: str) -> Result:
         60.0,
         "cpu",
         command,
-        "abc1234",
+        commit,
         "2026-01-01",
     )
 
@@ -162,15 +162,23 @@ def test_seed_groups_gather_one_recipe_over_its_seeds():
         _result("fcn8s", 0.45, f"{train} --out=runs/d --seed=2"),
         _result("fcn8s", 0.20, f"{train} --config a.yaml --config b.yaml --seed 1"),  # b.yaml wins here...
         _result("fcn8s", 0.10, f"{train} --config b.yaml --config a.yaml --seed 2"),  # ...a.yaml here: two recipes
-        # a rerun of seed 1, its options in another order: it counts, not 0.40
-        _result("fcn8s", 0.42, f"dlcv segment train --out e --epochs 5 --seed 1 --data 'P2 DIR' --config={preset}"),
+        # a rerun of seed 1, its options in another order: the code changed, so a new series begins
+        _result("fcn8s", 0.52, f"dlcv segment train --out e --epochs 5 --seed 1 --data 'P2 DIR' --config={preset}"),
         _result("fcn8s", 0.60, "dlcv segment predict --checkpoint runs/a/best.ckpt --tta"),  # not training
     ]
     (group,) = seed_groups(rows)
-    assert group.recipe == train and group.seeds == ("-", "1", "2") and group.values == (0.50, 0.42, 0.45)
+    assert group.recipe == train and group.seeds == ("-", "1", "2") and group.values == (0.50, 0.40, 0.45)
+    rows.append(_result("fcn8s", 0.56, f"{train} --seed 2", commit="bbbbbbb"))
+    first, second = seed_groups(rows)
+    assert first == group and second.seeds == ("1", "2") and second.values == (0.52, 0.56)
     markdown = render_markdown(rows)
-    # mean 0.456667, sample standard deviation 0.040415
-    assert f"| fcn8s | 3 | -, 1, 2 | 0.4567 | 0.0404 | 0.4200 | 0.5000 | `{train}` |" in markdown
+    # mean 0.45, sample standard deviation 0.05; then mean 0.54, std 0.028284
+    assert (
+        f"| fcn8s | 3 | -, 1, 2 | 0.4500 | 0.0500 | 0.4000 | 0.5000 | {', '.join(group.commits)} | `{train}` |"
+        in markdown
+    )
+    assert "| fcn8s | 2 | 1, 2 | 0.5400 | 0.0283 | 0.5200 | 0.5600 |" in markdown
+    assert second.commits[-1] == "bbbbbbb" and markdown.index("0.4500 |") < markdown.index("0.5400 |")
     one_seed_twice = [rows[1], rows[2], rows[4], rows[5], rows[6], rows[7]]
     assert not seed_groups(one_seed_twice) and "Repeated runs" not in render_markdown(one_seed_twice)
 

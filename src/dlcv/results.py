@@ -220,6 +220,7 @@ class SeedGroup:
     recipe: str  # the command without --out and --seed
     seeds: tuple[str, ...]  # as the commands gave them; "-" where one gave none (the configured seed)
     values: tuple[float, ...]
+    commits: tuple[str, ...]  # the commit each run trained at
 
 
 #: Options that name where a run lands or how its draws fall, not what it trains.
@@ -254,23 +255,44 @@ def _recipe_and_seed(command: str) -> tuple[str, tuple[tuple[str, ...], ...], st
     return recipe, (tuple(argv[:3]), *canonical), " ".join(seeds[-1]) if seeds else "-"
 
 
+#: task, model, split, metric and the command's options in canonical order
+_SeriesKey = tuple[str, str, str, str, tuple[tuple[str, ...], ...]]
+
+
 def seed_groups(results: list[Result]) -> list[SeedGroup]:
-    """Groups of rows trained by the same command but for ``--out`` and with two or more ``--seed`` values,
-    in first-row order; of two rows with the same seed, the later (a rerun, say after a fix) counts.
+    """Series of rows trained by the same command but for ``--out``, each with two or more ``--seed`` values,
+    in first-row order.
 
     One run's score says little while the seed alone moves it more than most recipe changes do; the
-    groups show how far it moves.
+    series show how far it moves. A command rerun with a seed it already ran starts a new series: one
+    command and seed give one score unless the code changed in between, so the rows before and after
+    measure different code and are never pooled.
     """
-    # (task, model, split, metric, canonical options) -> (the recipe as its first row wrote it, seed -> score)
-    groups: dict[tuple[str, str, str, str, tuple[tuple[str, ...], ...]], tuple[str, dict[str, float]]] = {}
+    latest: dict[
+        _SeriesKey, tuple[str, dict[str, Result]]
+    ] = {}  # the open series: the recipe as its first row wrote it
+    series: list[tuple[_SeriesKey, tuple[str, dict[str, Result]]]] = []
     for r in results:
         parsed = _recipe_and_seed(r.command)
-        if parsed is not None:
-            recipe, canonical, seed = parsed
-            groups.setdefault((r.task, r.model, r.split, r.metric, canonical), (recipe, {}))[1][seed] = r.value
+        if parsed is None:
+            continue
+        recipe, canonical, seed = parsed
+        key = (r.task, r.model, r.split, r.metric, canonical)
+        if key not in latest or seed in latest[key][1]:
+            latest[key] = (recipe, {})
+            series.append((key, latest[key]))
+        latest[key][1][seed] = r
     return [
-        SeedGroup(task, model, metric, recipe, tuple(runs), tuple(runs.values()))
-        for (task, model, _split, metric, _options), (recipe, runs) in groups.items()
+        SeedGroup(
+            task,
+            model,
+            metric,
+            recipe,
+            tuple(runs),
+            tuple(r.value for r in runs.values()),
+            tuple(r.commit for r in runs.values()),
+        )
+        for (task, model, _split, metric, _options), (recipe, runs) in series
         if len(runs) > 1
     ]
 
@@ -290,17 +312,20 @@ def _seed_table(groups: list[SeedGroup]) -> list[str]:
         "### Repeated runs",
         "",
         "Rows above whose training commands differ only in `--out`, `--seed` and the order of their options",
-        "(seed `-`: the command gave none, so the configured seed, 0 unless a config file sets another; of two",
-        "rows with one seed, the later counts): the mean and sample standard deviation of their scores over the",
-        "seeds.",
+        "(seed `-`: the command gave none, so the configured seed, 0 unless a config file sets another): the mean",
+        "and sample standard deviation of their scores over the seeds. A command rerun with a seed it already ran",
+        "starts a new series (the code changed in between), so no series pools two versions of the code.",
         "",
-        "| model | runs | seeds | mean | std | min | max | command |",
-        "|---|---:|---|---:|---:|---:|---:|---|",
+        "| model | runs | seeds | mean | std | min | max | commits | command |",
+        "|---|---:|---|---:|---:|---:|---:|---|---|",
     ]
     for g in groups:
         mean, std, low, high = statistics.fmean(g.values), statistics.stdev(g.values), min(g.values), max(g.values)
         scores = " | ".join(_value(g.metric, v) for v in (mean, std, low, high))
-        lines.append(f"| {_cell(g.model)} | {len(g.values)} | {', '.join(g.seeds)} | {scores} | `{_cell(g.recipe)}` |")
+        lines.append(
+            f"| {_cell(g.model)} | {len(g.values)} | {', '.join(g.seeds)} | {scores} | {', '.join(g.commits)} "
+            f"| `{_cell(g.recipe)}` |"
+        )
     return [*lines, ""]
 
 
