@@ -268,9 +268,8 @@ def seed_groups(results: list[Result]) -> list[SeedGroup]:
     command and seed give one score unless the code changed in between, so the rows before and after
     measure different code and are never pooled.
     """
-    latest: dict[
-        _SeriesKey, tuple[str, dict[str, Result]]
-    ] = {}  # the open series: the recipe as its first row wrote it
+    # each key's open series: the recipe as its first row wrote it, and the rows by seed
+    latest: dict[_SeriesKey, tuple[str, dict[str, Result]]] = {}
     series: list[tuple[_SeriesKey, tuple[str, dict[str, Result]]]] = []
     for r in results:
         parsed = _recipe_and_seed(r.command)
