@@ -19,7 +19,7 @@
 # FLAGs go to `dlcv TASK train`. DLCV_GPU_DEVICE=cpu with a tiny run's flags checks a stage here first, e.g.
 #   OUT=/tmp/out DLCV_GPU_DATA=../shared/hw2_data DLCV_GPU_DEVICE=cpu bench/gpu_session.sh tta classify --epochs 1
 # On the GPU machine:
-#   DLCV_SOURCE_COMMIT=abc1234 bench/gpu_session.sh train strong_deeplabv3plus_vgg16 \
+#   DLCV_SOURCE_COMMIT=abc1234 bench/gpu_session.sh train strong_unet_vgg16 \
 #       --weights ~/hw2/weights/vgg16_features_hed.safetensors
 set -uo pipefail
 export PYTHONPATH=$PWD/src:$PWD/bench${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
