@@ -4,7 +4,8 @@
 # the GPU machine from the checkout's root, with the course data unpacked into ~/hw2 by
 # ../shared/tools/gpu-chunks and DLCV_SOURCE_COMMIT set to the commit sent (the copy has no .git; run.json
 # records it). What to keep lands in $OUT: the log, the benchmarks' JSON, and for a training run
-# runs.tar.gz (its run.json, config.yaml and metrics.csv: `dlcv results publish RUN` makes its row).
+# runs.tar.gz (its run.json, config.yaml and metrics.csv: `dlcv results publish RUN` makes its row) and, for a
+# finished segmentation run, tta.csv (the row of its score with --tta: `dlcv results publish tta.csv`).
 #
 #   bench/gpu_session.sh test                    the tests only a GPU runs (no course data needed)
 #   bench/gpu_session.sh bench                   training and predict throughput, baseline against dlcv, eager
@@ -78,8 +79,7 @@ train)
     fi
     if [ $status -eq 0 ] && [ "$task" = segment ]; then
         timeout "$(left)" python3 -m dlcv segment predict --checkpoint "$run/best.ckpt" --input "$data/validation" \
-            --output "$run/pred_tta" --tta --batch-size 8 &&
-            python3 -m dlcv segment eval --pred "$run/pred_tta" --gt "$data/validation" --json >"$OUT/eval_tta.json"
+            --output "$run/pred_tta" --tta --batch-size 8 --gt "$data/validation" --results "$OUT/tta.csv"
     fi
     tar -czf "$OUT/runs.tar.gz" -C "$RUNS" --ignore-failed-read "$preset"/{run.json,config.yaml,metrics.csv}
     echo "train $preset: exit $status after $SECONDS s (130: stopped in time; the same call again resumes it)"

@@ -120,6 +120,27 @@ def test_predict_writes_the_graders_csv(trained_run, classification_dir, tmp_pat
     assert out.read_text() == (trained_run / "val_predictions.csv").read_text()  # the same model, the same answers
 
 
+def test_predict_scores_its_csv_as_eval_does_and_keeps_the_row(trained_run, classification_dir, tmp_path, capsys):
+    from dlcv.results import read_results, run_result
+
+    out, row_csv = tmp_path / "pred.csv", tmp_path / "row.csv"
+    gt = classification_dir / "val_gt.csv"
+    scoring = ["--device", "cpu", "--gt", gt, "--results", row_csv]
+    status, stdout, err = run_checkpoint_cli(
+        capsys, "classify", "predict", trained_run / "best.ckpt", classification_dir / "val_50", out, *scoring
+    )
+    assert status == 0, err
+    status, scored, err = run_cli(capsys, "classify", "eval", "--pred", out, "--gt", gt)
+    assert status == 0, err
+    assert stdout == f"wrote 12 predictions to {out}\n{scored}wrote the score's row to {row_csv}\n"
+    [row] = read_results(row_csv)
+    accuracy = float(re.match(r"accuracy: (\S+) \((\d+)/12\)", scored)[2]) / 12
+    assert (row.metric, row.value) == ("accuracy", round(accuracy, 6))
+    trained = run_result(trained_run)
+    assert (row.model, row.epochs, row.wall_s) == (trained.model, trained.epochs, trained.wall_s)
+    assert row.command.startswith("dlcv classify predict --checkpoint ") and row.command.endswith(str(row_csv))
+
+
 def test_eval_text_matches_a_hand_count(tmp_path, capsys):
     truth = tmp_path / "truth"
     truth.mkdir()

@@ -9,13 +9,14 @@ import json
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from dlcv.results import COLUMNS, Result, run_result, source_commit
+from dlcv.results import COLUMNS, Result, read_results, run_result, source_commit, today
 from tests.conftest import run_cli
 
 TINY = {"workers": 0, "device": "cpu"}
@@ -160,6 +161,51 @@ def test_publish_refuses_a_folder_without_run_json(tmp_path, capsys):
     status, _, err = run_cli(capsys, "results", "publish", run, "--docs", tmp_path / "docs")
     assert status == 2 and err == f"error: {run}: not a finished run folder (no run.json)\n"
     assert not (tmp_path / "docs").exists()
+
+
+def test_predict_scores_its_masks_and_writes_a_row_that_publish_takes(segment_run, tmp_path, capsys, monkeypatch):
+    """``predict --gt`` prints what ``eval`` prints of the same masks; ``--results`` keeps that score as a row:
+    the run's model, weights, epochs and training time, beside the predict command, its device, commit and date."""
+    run, _ = segment_run
+    data = Path(yaml.safe_load((run / "config.yaml").read_text())["data"]) / "validation"
+    masks, row_csv = tmp_path / "masks", tmp_path / "tta.csv"
+    argv = ["segment", "predict", "--checkpoint", str(run / "best.ckpt"), "--input", str(data)]
+    argv += ["--output", str(masks), "--device", "cpu", "--tta", "--gt", str(data), "--results", str(row_csv)]
+    monkeypatch.setenv("DLCV_SOURCE_COMMIT", "feed123")  # the source predicting, not the one that trained
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 0, err
+    status, scored, err = run_cli(capsys, "segment", "eval", "--pred", masks, "--gt", data)
+    assert status == 0, err
+    assert out == f"wrote 3 masks to {masks}\n{scored}wrote the score's row to {row_csv}\n"
+
+    status, as_json, _ = run_cli(capsys, "segment", "eval", "--pred", masks, "--gt", data, "--json")
+    miou = round(json.loads(as_json)["mean_iou"], 6)
+    trained, command = run_result(run), shlex.join(["dlcv", *argv])
+    assert trained.commit != "feed123"
+    assert read_results(row_csv) == [replace(trained, value=miou, command=command, commit="feed123", date=today())]
+    docs = tmp_path / "docs"
+    status, out, err = run_cli(capsys, "results", "publish", row_csv, run, "--docs", docs)
+    assert status == 0 and "added 2 rows" in out, err
+
+
+@pytest.mark.parametrize(
+    "scoring, message",
+    [
+        (["--results", "row.csv"], "error: --results needs --gt, the ground truth to score against\n"),
+        (["--gt", "{tmp}/nope"], "error: {tmp}/nope: no such file or folder\n"),
+        (["--gt", "{data}", "--results", "row.csv"], "error: {tmp}: not a finished run folder (no run.json)\n"),
+    ],
+)
+def test_scoring_mistakes_are_found_before_predicting(segment_run, scoring, message, tmp_path, capsys):
+    run, _ = segment_run
+    data = Path(yaml.safe_load((run / "config.yaml").read_text())["data"]) / "validation"
+    loose = tmp_path / "best.ckpt"  # a checkpoint out of its run folder: no run.json beside it
+    loose.write_bytes((run / "best.ckpt").read_bytes())
+    scoring = [arg.format(tmp=tmp_path, data=data) for arg in scoring]
+    argv = ["segment", "predict", "--checkpoint", loose, "--input", data, "--output", tmp_path / "masks"]
+    status, out, err = run_cli(capsys, *argv, "--device", "cpu", *scoring)
+    assert (status, out, err) == (2, "", message.format(tmp=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]
 
 
 def test_best_ckpt_holds_the_weights_alone_and_predicts_like_the_full_checkpoint(segment_run, tmp_path, capsys):

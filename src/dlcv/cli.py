@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dlcv
 from dlcv.config import DEVICES, OPTIMIZERS, SCHEDULES, ClassifyConfig, SegmentConfig, TrainConfig
 from dlcv.errors import UserError
+
+if TYPE_CHECKING:
+    from dlcv.metrics import SegmentationScore
+    from dlcv.results import Result
 
 log = logging.getLogger("dlcv")
 
@@ -97,6 +103,39 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser, output: str) -> Non
     )
 
 
+def _add_scoring_options(parser: argparse.ArgumentParser, truth: str) -> None:
+    """What every predict takes to score its predictions at once, and to publish that score."""
+    parser.add_argument("--gt", help=f"{truth}: score the predictions against it and print the score as eval does")
+    parser.add_argument(
+        "--results",
+        metavar="CSV",
+        help="with --gt: also write the score as a results.csv row for `dlcv results publish` "
+        "(the checkpoint must lie in its finished run folder)",
+    )
+
+
+def _scored_run(args: argparse.Namespace) -> Result | None:
+    """The row of the run whose checkpoint predicts, where ``--results`` wants one. Checked before predicting,
+    so that a mistake in the scoring options writes nothing."""
+    from dlcv.results import run_result
+
+    if args.gt is None:
+        if args.results:
+            raise UserError("--results needs --gt, the ground truth to score against")
+        return None
+    if not Path(args.gt).exists():
+        raise UserError(f"{args.gt}: no such file or folder")
+    return run_result(Path(args.checkpoint).parent) if args.results else None
+
+
+def _write_score_row(args: argparse.Namespace, run: Result, value: float) -> None:
+    from dlcv.results import prediction_result, write_results
+    from dlcv.training.runner import accelerator_for, device_name
+
+    row = prediction_result(run, value, args.command_line, device_name(accelerator_for(args.device)))
+    print(f"wrote the score's row to {write_results(args.results, [row])}")
+
+
 def _resolve_train_config(cls, args: argparse.Namespace):
     import dataclasses
 
@@ -148,8 +187,10 @@ def _parse_class_weights(tokens: Sequence[str]) -> list[float] | dict[str, float
 
 
 def _segment_predict(args: argparse.Namespace) -> None:
+    from dlcv.metrics import evaluate_mask_folders
     from dlcv.predict import TTA_SCALES, predict_masks
 
+    run = _scored_run(args)
     views = args.tta or "none"
     scales = args.tta_scales or (TTA_SCALES if args.tta else (1.0,))
     count = predict_masks(
@@ -162,12 +203,21 @@ def _segment_predict(args: argparse.Namespace) -> None:
         tta_scales=scales,
     )
     print(f"wrote {count} masks to {args.output}")
+    if args.gt is not None:
+        score = evaluate_mask_folders(args.output, args.gt)
+        _print_segment_score(score)
+        if run is not None:
+            _write_score_row(args, run, score.miou)
 
 
 def _segment_eval(args: argparse.Namespace) -> None:
     from dlcv.metrics import evaluate_mask_folders
 
-    score = evaluate_mask_folders(args.pred, args.gt, workers=args.workers)
+    _print_segment_score(evaluate_mask_folders(args.pred, args.gt, workers=args.workers), args.json)
+
+
+def _print_segment_score(score: SegmentationScore, as_json: bool = False) -> None:
+    """The graders' text (or JSON) of a score, after warnings about what it could not score as they would."""
     if score.off_palette_pixels:
         log.warning(
             "%d pixels in %d masks are off-palette; mapped by the graders' threshold rule (first: %s)",
@@ -181,7 +231,7 @@ def _segment_eval(args: argparse.Namespace) -> None:
             len(score.unused_predictions),
             score.unused_predictions[0],
         )
-    print(score.to_json() if args.json else score.grader_text(), end="" if not args.json else "\n")
+    print(score.to_json() if as_json else score.grader_text(), end="\n" if as_json else "")
 
 
 def _segment_viz(args: argparse.Namespace) -> None:
@@ -229,6 +279,7 @@ def _add_segment(commands) -> None:
         "at scales 0.75, 1, 1.25",
     )
     predict.add_argument("--tta-scales", nargs="+", type=float, help="scales of the input size to average over")
+    _add_scoring_options(predict, "folder of ground-truth masks")
     predict.set_defaults(handler=_segment_predict)
 
     evaluate = segment.add_parser("eval", help="the graders' mean IoU of a folder of predicted masks")
@@ -257,10 +308,17 @@ def _classify_train(args: argparse.Namespace) -> None:
 
 
 def _classify_predict(args: argparse.Namespace) -> None:
+    from dlcv.metrics import evaluate_label_csv
     from dlcv.predict import predict_labels
 
+    run = _scored_run(args)
     count = predict_labels(args.checkpoint, args.input, args.output, device=args.device, batch_size=args.batch_size)
     print(f"wrote {count} predictions to {args.output}")
+    if args.gt is not None:
+        score = evaluate_label_csv(args.output, args.gt)
+        print(score.text(), end="")
+        if run is not None:
+            _write_score_row(args, run, score.accuracy)
 
 
 def _classify_eval(args: argparse.Namespace) -> None:
@@ -304,6 +362,7 @@ def _add_classify(commands) -> None:
     predict = classify.add_parser("predict", help="write the graders' CSV (image_id,label) for a folder of images")
     _add_checkpoint_options(predict, "CSV file to write")
     predict.add_argument("--batch-size", type=_positive_int, default=256, help="images per batch (default 256)")
+    _add_scoring_options(predict, "folder of <label>_<index> images, or a CSV of labels")
     predict.set_defaults(handler=_classify_predict)
 
     evaluate = classify.add_parser("eval", help="accuracy of a predictions CSV, overall and per class")
@@ -352,8 +411,6 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    import shlex
-
     from dlcv.reproduce import REPORT_PRESETS, run_reproduce
 
     argv = ["dlcv", "reproduce", "--data", args.data, "--out", args.out, "--weights", args.weights]
@@ -439,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.propagate = False
     try:
         args = build_parser().parse_args(argv)
+        args.command_line = shlex.join(["dlcv", *(sys.argv[1:] if argv is None else argv)])
         command: Callable[[argparse.Namespace], None] = args.handler
         command(args)
     except UserError as exc:

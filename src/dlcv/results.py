@@ -2,7 +2,8 @@
 
 Every number dlcv publishes was run by a command, on a device, at a commit: a row keeps all of it,
 so it can be checked and repeated. Every finished training run records this in ``RUN/run.json``;
-``dlcv reproduce`` writes the rows of its runs; ``dlcv results publish`` appends rows (from
+``dlcv reproduce`` writes the rows of its runs, and ``predict --gt --results`` the row of a checkpoint's
+predictions scored later (with test-time augmentation, say); ``dlcv results publish`` appends rows (from
 results.csv files or run folders) to ``docs/results.csv`` and renders ``docs/RESULTS.md`` beside the
 course report's own numbers.
 """
@@ -17,7 +18,7 @@ import os
 import shlex
 import statistics
 import subprocess
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 
 from dlcv.config import CONFIG_NAME, read_yaml
@@ -158,6 +159,13 @@ def run_result(run_dir: str | Path) -> Result:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{run_dir}: {RUN_JSON} or {CONFIG_NAME} lacks or garbles {exc}") from None
+
+
+def prediction_result(run: Result, value: float, command: str, device: str) -> Result:
+    """The row of a score of predictions that a finished ``run``'s checkpoint made: the run's model, weights,
+    epochs and training time, beside the command that predicted and scored, on ``device``, at today's source."""
+    commit = source_commit() or "unknown"
+    return replace(run, value=round(value, 6), command=command, device=device, commit=commit, date=today())
 
 
 def write_results(path: str | Path, results: list[Result]) -> Path:
@@ -383,6 +391,7 @@ def render_markdown(results: list[Result]) -> str:
         "    dlcv reproduce --data HW2_DIR --out OUT [--quick]      # writes OUT/results.csv and OUT/report.html",
         "    dlcv results publish OUT/results.csv --docs docs      # appends to docs/results.csv, renders this page",
         "    dlcv results publish RUN_DIR --docs docs              # a finished training run's best score",
+        "    dlcv results publish tta.csv --docs docs              # a score kept by predict --gt G --results tta.csv",
         "",
     ]
     return "\n".join(lines)
