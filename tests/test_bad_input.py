@@ -159,6 +159,8 @@ def test_unusual_modes_and_names_decode_to_the_right_classes(unusual_pairs):
         assert image.shape == (3, 40, 40)
 
 
+# The ids' CJK letters are drawn in the figures' titles as boxes where no installed font has them.
+@pytest.mark.filterwarnings("ignore:Glyph .* missing from font")
 def test_segment_train_predict_eval_viz_on_unusual_files(
     unusual_pairs, seg_checkpoint, tiny_segment_config, tmp_path, capsys
 ):
