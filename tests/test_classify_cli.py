@@ -134,7 +134,7 @@ def test_predict_scores_its_csv_as_eval_does_and_keeps_the_row(trained_run, clas
     assert status == 0, err
     assert stdout == f"wrote 12 predictions to {out}\n{scored}wrote the score's row to {row_csv}\n"
     [row] = read_results(row_csv)
-    accuracy = float(re.match(r"accuracy: (\S+) \((\d+)/12\)", scored)[2]) / 12
+    accuracy = int(re.match(r"accuracy: \S+ \((\d+)/12\)", scored)[1]) / 12
     assert (row.metric, row.value) == ("accuracy", round(accuracy, 6))
     trained = run_result(trained_run)
     assert (row.model, row.epochs, row.wall_s) == (trained.model, trained.epochs, trained.wall_s)
