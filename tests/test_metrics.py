@@ -1,5 +1,6 @@
 """The evaluator against a brute-force pixel count of the graders' rule, on crafted masks."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,15 @@ def test_evaluator_matches_brute_force(tmp_path, workers):
     assert np.allclose(score.iou, expected)
     assert score.miou == pytest.approx(np.mean(expected))
     assert score.images == 5
+    for side, off in ((0, score.off_palette_predicted), (1, score.off_palette_truth)):
+        counts = [off_palette_count(pair[side]) for pair in pairs]
+        assert off.pixels == sum(counts) > 0
+        assert off.masks == [f"{i:04d}_mask.png" for i, count in enumerate(counts) if count]
+
+
+def off_palette_count(mask: np.ndarray) -> int:
     palette = {tuple(colour) for colour in PALETTE.tolist()}
-    off = sum(tuple(pixel) not in palette for pair in pairs for mask in pair for pixel in mask.reshape(-1, 3).tolist())
-    assert score.off_palette_pixels == off > 0
+    return sum(tuple(pixel) not in palette for pixel in mask.reshape(-1, 3).tolist())
 
 
 def test_unknown_truth_predicted_as_a_class_is_a_false_positive():
@@ -81,7 +88,29 @@ def test_grader_text_format(tmp_path, capsys):
     assert lines[:6] == [f"class #{k} : {v:1.5f}" for k, v in enumerate(expected)]
     assert lines[6] == ""
     assert lines[7] == f"mean_iou: {np.mean(expected):f}"
-    assert "off-palette" in err
+    assert "masks are off-palette" in err
+
+
+def test_off_palette_warnings_name_the_side_that_holds_them(tmp_path, capsys):
+    """Off-palette ground truth (the course's validation set has some) is told apart from off-palette predictions."""
+    pred_dir, gt_dir, _ = write_crafted(tmp_path, count=2)
+    on_palette = PALETTE[np.zeros((12, 9), dtype=int)]
+    shade = on_palette.copy()
+    shade[0, :3] = [200, 40, 250]
+    for folder, first, second in ((pred_dir, on_palette, on_palette), (gt_dir, on_palette, shade)):
+        Image.fromarray(first).save(folder / "0000_mask.png")
+        Image.fromarray(second).save(folder / "0001_mask.png")
+    status, _, err = run_cli(capsys, "segment", "eval", "--pred", pred_dir, "--gt", gt_dir)
+    assert status == 0
+    assert err == (
+        "warning: 3 pixels in 1 ground-truth masks are off-palette; mapped by the graders' threshold rule "
+        "(first: 0001_mask.png)\n"
+    )
+    status, out, _ = run_cli(capsys, "segment", "eval", "--pred", gt_dir, "--gt", pred_dir, "--json")
+    assert json.loads(out)["off_palette"] == {
+        "ground_truth": {"pixels": 0, "masks": []},
+        "predictions": {"pixels": 3, "masks": ["0001_mask.png"]},
+    }
 
 
 def test_pairs_by_name_not_order(tmp_path):
@@ -111,8 +140,6 @@ def test_size_mismatch_is_a_user_error(tmp_path, capsys):
 
 
 def test_json_output(tmp_path, capsys):
-    import json
-
     pred_dir, gt_dir, pairs = write_crafted(tmp_path)
     status, out, _ = run_cli(capsys, "segment", "eval", "--pred", pred_dir, "--gt", gt_dir, "--json")
     assert status == 0

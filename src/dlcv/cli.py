@@ -218,13 +218,15 @@ def _segment_eval(args: argparse.Namespace) -> None:
 
 def _print_segment_score(score: SegmentationScore, as_json: bool = False) -> None:
     """The graders' text (or JSON) of a score, after warnings about what it could not score as they would."""
-    if score.off_palette_pixels:
-        log.warning(
-            "%d pixels in %d masks are off-palette; mapped by the graders' threshold rule (first: %s)",
-            score.off_palette_pixels,
-            len(score.off_palette_files),
-            score.off_palette_files[0],
-        )
+    for side, off in (("ground-truth", score.off_palette_truth), ("predicted", score.off_palette_predicted)):
+        if off.pixels:
+            log.warning(
+                "%d pixels in %d %s masks are off-palette; mapped by the graders' threshold rule (first: %s)",
+                off.pixels,
+                len(off.masks),
+                side,
+                off.masks[0],
+            )
     if score.unused_predictions:
         log.warning(
             "%d predictions have no ground truth and were not scored (first: %s)",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,13 +66,22 @@ def accuracy_per_class(confusion: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class OffPalette:
+    """Mask pixels of colours outside the palette (the graders' threshold rule still classes them), and the
+    masks that hold them: kept apart for the ground truth and the predictions, whose fixes differ."""
+
+    pixels: int = 0
+    masks: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SegmentationScore:
     """The graders' score of a folder of predicted masks, with what was noticed on the way."""
 
     confusion: np.ndarray
     images: int
-    off_palette_pixels: int = 0
-    off_palette_files: list[str] = field(default_factory=list)
+    off_palette_truth: OffPalette = field(default_factory=OffPalette)
+    off_palette_predicted: OffPalette = field(default_factory=OffPalette)
     unused_predictions: list[str] = field(default_factory=list)
 
     @property
@@ -95,8 +104,10 @@ class SegmentationScore:
                 "iou": {CLASS_NAMES[k]: _finite_or_none(v) for k, v in enumerate(self.iou)},
                 "images": self.images,
                 "confusion": self.confusion.tolist(),
-                "off_palette_pixels": self.off_palette_pixels,
-                "off_palette_files": self.off_palette_files,
+                "off_palette": {
+                    "ground_truth": asdict(self.off_palette_truth),
+                    "predictions": asdict(self.off_palette_predicted),
+                },
             },
             indent=2,
         )
@@ -110,7 +121,7 @@ def _finite_or_none(value: float) -> float | None:
 _KEY_ONE_HOT = np.eye(NUM_CLASSES, dtype=np.int64)[KEY_TO_CLASS]
 
 
-def _score_pair(pair: tuple[Path, Path]) -> tuple[np.ndarray, int]:
+def _score_pair(pair: tuple[Path, Path]) -> tuple[np.ndarray, int, int]:
     predicted_path, truth_path = pair
     truth, predicted = open_rgb(truth_path), open_rgb(predicted_path)
     if truth.size != predicted.size:
@@ -123,8 +134,7 @@ def _score_pair(pair: tuple[Path, Path]) -> tuple[np.ndarray, int]:
     pairs = ImageChops.add_modulo(colour_key_image(truth, NUM_KEYS), colour_key_image(predicted))
     table = np.array(pairs.histogram(), dtype=np.int64).reshape(NUM_KEYS, NUM_KEYS)
     confusion = _KEY_ONE_HOT.T @ table @ _KEY_ONE_HOT
-    off_palette = table[KEY_OFF_PALETTE].sum() + table[:, KEY_OFF_PALETTE].sum()
-    return confusion, int(off_palette)
+    return confusion, int(table[KEY_OFF_PALETTE].sum()), int(table[:, KEY_OFF_PALETTE].sum())
 
 
 def pair_mask_folders(predicted_dir: str | Path, truth_dir: str | Path) -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -159,16 +169,13 @@ def evaluate_mask_folders(
     """
     pairs, unused = pair_mask_folders(predicted_dir, truth_dir)
     workers = max(1, min(workers or usable_cpus(), len(pairs)))
-    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    off_palette_pixels, off_palette_files = 0, []
     if workers == 1:
-        results = map(_score_pair, pairs)
-        confusion, off_palette_pixels, off_palette_files = _accumulate(results, pairs)
+        score = _accumulate(map(_score_pair, pairs), pairs)
     else:
         with multiprocessing.get_context("fork").Pool(workers, initializer=_reuse_image_memory) as pool:
-            results = pool.imap(_score_pair, pairs, chunksize=4)
-            confusion, off_palette_pixels, off_palette_files = _accumulate(results, pairs)
-    return SegmentationScore(confusion, len(pairs), off_palette_pixels, off_palette_files, unused)
+            score = _accumulate(pool.imap(_score_pair, pairs, chunksize=4), pairs)
+    score.unused_predictions = unused
+    return score
 
 
 def _reuse_image_memory() -> None:
@@ -182,15 +189,15 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _accumulate(results, pairs) -> tuple[np.ndarray, int, list[str]]:
-    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
-    off_pixels, off_files = 0, []
-    for (predicted_path, _), (pair_confusion, off) in zip(pairs, results, strict=True):
-        confusion += pair_confusion
-        if off:
-            off_pixels += off
-            off_files.append(predicted_path.name)
-    return confusion, off_pixels, off_files
+def _accumulate(results, pairs) -> SegmentationScore:
+    score = SegmentationScore(np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64), len(pairs))
+    for (predicted_path, _), (confusion, off_truth, off_predicted) in zip(pairs, results, strict=True):
+        score.confusion += confusion
+        for off, found in ((score.off_palette_truth, off_truth), (score.off_palette_predicted, off_predicted)):
+            if found:
+                off.pixels += found
+                off.masks.append(predicted_path.name)
+    return score
 
 
 # ---- classification ----------------------------------------------------------------------------------
