@@ -14,7 +14,7 @@ import dlcv.reproduce
 from dlcv.config import resolve_config
 from dlcv.metrics import evaluate_label_csv, evaluate_mask_folders
 from dlcv.models import build_model
-from dlcv.results import COLUMNS, Result, read_results, render_markdown, seed_groups, write_results
+from dlcv.results import COLUMNS, Result, read_results, render_markdown, run_result, seed_groups, write_results
 from tests.conftest import run_cli
 
 #: Laid over the quick presets in the test only, so that training takes seconds on generated data.
@@ -81,6 +81,7 @@ def test_reproduce_quick_end_to_end(hw2_dir, tmp_path, capsys, monkeypatch):
     for result, experiment in zip(results, report_experiments, strict=True):
         assert result.device == "cpu" and result.split == "validation" and result.weights == "none"
         assert "--quick" in result.command.split() and result.commit and result.wall_s > 0
+        assert run_result(out / "runs" / experiment.model).command == result.command  # run.json names it too
         config = yaml.safe_load((out / "runs" / experiment.model / "config.yaml").read_text())
         assert config["epochs"] == result.epochs  # the quick overlay's epochs, trained to the end
         assert config["limit_train"] is not None and config["limit_val"] is None

@@ -8,7 +8,6 @@ import datetime
 import json
 import shlex
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,7 +48,6 @@ def segment_run(tmp_path_factory) -> tuple[Path, list[str]]:
         return "moved-on" if (root / "run").exists() else started_at
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", ["/opt/venv/bin/dlcv", *argv])
         patch.setattr("dlcv.training.runner.source_commit", moving_checkout)
         assert main(argv) == 0
     return root / "run", argv
@@ -165,13 +163,20 @@ def test_publish_refuses_a_folder_without_run_json(tmp_path, capsys):
 
 def test_predict_scores_its_masks_and_writes_a_row_that_publish_takes(segment_run, tmp_path, capsys, monkeypatch):
     """``predict --gt`` prints what ``eval`` prints of the same masks; ``--results`` keeps that score as a row:
-    the run's model, weights, epochs and training time, beside the predict command, its device, commit and date."""
+    the run's model, weights, epochs and training time, beside the predict command, the split, its device, and
+    the commit and date as predicting started."""
     run, _ = segment_run
     data = Path(yaml.safe_load((run / "config.yaml").read_text())["data"]) / "validation"
     masks, row_csv = tmp_path / "masks", tmp_path / "tta.csv"
     argv = ["segment", "predict", "--checkpoint", str(run / "best.ckpt"), "--input", str(data)]
     argv += ["--output", str(masks), "--device", "cpu", "--tta", "--gt", str(data), "--results", str(row_csv)]
-    monkeypatch.setenv("DLCV_SOURCE_COMMIT", "feed123")  # the source predicting, not the one that trained
+    argv += ["--split", "held-out"]
+
+    def moving_checkout() -> str:
+        """The checkout moves on once the masks are written: the row must keep the one that predicted them."""
+        return "moved-on" if masks.exists() else "feed123"
+
+    monkeypatch.setattr("dlcv.results.source_commit", moving_checkout)
     status, out, err = run_cli(capsys, *argv)
     assert status == 0, err
     status, scored, err = run_cli(capsys, "segment", "eval", "--pred", masks, "--gt", data)
@@ -182,7 +187,8 @@ def test_predict_scores_its_masks_and_writes_a_row_that_publish_takes(segment_ru
     miou = round(json.loads(as_json)["mean_iou"], 6)
     trained, command = run_result(run), shlex.join(["dlcv", *argv])
     assert trained.commit != "feed123"
-    assert read_results(row_csv) == [replace(trained, value=miou, command=command, commit="feed123", date=today())]
+    predicted = replace(trained, split="held-out", value=miou, command=command, commit="feed123", date=today())
+    assert read_results(row_csv) == [predicted]
     docs = tmp_path / "docs"
     status, out, err = run_cli(capsys, "results", "publish", row_csv, run, "--docs", docs)
     assert status == 0 and "added 2 rows" in out, err
@@ -193,6 +199,9 @@ def test_predict_scores_its_masks_and_writes_a_row_that_publish_takes(segment_ru
     [
         (["--results", "row.csv"], "error: --results needs --gt, the ground truth to score against\n"),
         (["--gt", "{tmp}/nope"], "error: {tmp}/nope: no such file or folder\n"),
+        (["--gt", "{tmp}/best.ckpt"], "error: {tmp}/best.ckpt: not a folder\n"),
+        (["--gt", "{tmp}"], "error: {tmp}: no ground-truth masks (.png) in this folder\n"),
+        (["--gt", "{data}", "--results", "{tmp}"], "error: {tmp}: a folder, where a file is to be written\n"),
         (["--gt", "{data}", "--results", "row.csv"], "error: {tmp}: not a finished run folder (no run.json)\n"),
     ],
 )

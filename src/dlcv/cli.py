@@ -112,12 +112,16 @@ def _add_scoring_options(parser: argparse.ArgumentParser, truth: str) -> None:
         help="with --gt: also write the score as a results.csv row for `dlcv results publish` "
         "(the checkpoint must lie in its finished run folder)",
     )
+    parser.add_argument("--split", default="validation", help="the split --gt holds, for the row (default validation)")
 
 
-def _scored_run(args: argparse.Namespace) -> Result | None:
-    """The row of the run whose checkpoint predicts, where ``--results`` wants one. Checked before predicting,
-    so that a mistake in the scoring options writes nothing."""
-    from dlcv.results import run_result
+def _score_row(args: argparse.Namespace, read_truth: Callable[[Path], object]) -> Result | None:
+    """The row ``--results`` will hold, all but its score, where it wants one. The scoring options are checked
+    (the ground truth read with ``read_truth``) before predicting, so that a mistake in them writes nothing,
+    and the row names the source and device as the prediction starts."""
+    from dlcv.files import refuse_folder
+    from dlcv.results import prediction_result, run_result
+    from dlcv.training.runner import accelerator_for, device_name
 
     if args.gt is None:
         if args.results:
@@ -125,15 +129,18 @@ def _scored_run(args: argparse.Namespace) -> Result | None:
         return None
     if not Path(args.gt).exists():
         raise UserError(f"{args.gt}: no such file or folder")
-    return run_result(Path(args.checkpoint).parent) if args.results else None
+    read_truth(Path(args.gt))
+    if not args.results:
+        return None
+    refuse_folder(args.results)
+    run = run_result(Path(args.checkpoint).parent)
+    return prediction_result(run, args.split, args.command_line, device_name(accelerator_for(args.device)))
 
 
-def _write_score_row(args: argparse.Namespace, run: Result, value: float) -> None:
-    from dlcv.results import prediction_result, write_results
-    from dlcv.training.runner import accelerator_for, device_name
+def _write_score_row(args: argparse.Namespace, row: Result, value: float) -> None:
+    from dlcv.results import write_results
 
-    row = prediction_result(run, value, args.command_line, device_name(accelerator_for(args.device)))
-    print(f"wrote the score's row to {write_results(args.results, [row])}")
+    print(f"wrote the score's row to {write_results(args.results, [row.scored(value)])}")
 
 
 def _resolve_train_config(cls, args: argparse.Namespace):
@@ -172,7 +179,7 @@ def _segment_train(args: argparse.Namespace) -> None:
     if args.class_weights is not None:
         args.class_weights = _parse_class_weights(args.class_weights)
     config = _resolve_train_config(SegmentConfig, args)
-    _print_summary(train_segmentation(config, resume=args.resume, overwrite=args.overwrite))
+    _print_summary(train_segmentation(config, args.command_line, resume=args.resume, overwrite=args.overwrite))
 
 
 def _parse_class_weights(tokens: Sequence[str]) -> list[float] | dict[str, float]:
@@ -187,10 +194,10 @@ def _parse_class_weights(tokens: Sequence[str]) -> list[float] | dict[str, float
 
 
 def _segment_predict(args: argparse.Namespace) -> None:
-    from dlcv.metrics import evaluate_mask_folders
+    from dlcv.metrics import evaluate_mask_folders, truth_masks
     from dlcv.predict import TTA_SCALES, predict_masks
 
-    run = _scored_run(args)
+    row = _score_row(args, truth_masks)
     views = args.tta or "none"
     scales = args.tta_scales or (TTA_SCALES if args.tta else (1.0,))
     count = predict_masks(
@@ -206,8 +213,8 @@ def _segment_predict(args: argparse.Namespace) -> None:
     if args.gt is not None:
         score = evaluate_mask_folders(args.output, args.gt)
         _print_segment_score(score)
-        if run is not None:
-            _write_score_row(args, run, score.miou)
+        if row is not None:
+            _write_score_row(args, row, score.miou)
 
 
 def _segment_eval(args: argparse.Namespace) -> None:
@@ -306,21 +313,22 @@ def _classify_train(args: argparse.Namespace) -> None:
     from dlcv.training.classification import train_classification
 
     config = _resolve_train_config(ClassifyConfig, args)
-    _print_summary(train_classification(config, resume=args.resume, overwrite=args.overwrite))
+    _print_summary(train_classification(config, args.command_line, resume=args.resume, overwrite=args.overwrite))
 
 
 def _classify_predict(args: argparse.Namespace) -> None:
+    from dlcv.data.labels import ground_truth
     from dlcv.metrics import evaluate_label_csv
     from dlcv.predict import predict_labels
 
-    run = _scored_run(args)
+    row = _score_row(args, ground_truth)
     count = predict_labels(args.checkpoint, args.input, args.output, device=args.device, batch_size=args.batch_size)
     print(f"wrote {count} predictions to {args.output}")
     if args.gt is not None:
         score = evaluate_label_csv(args.output, args.gt)
         print(score.text(), end="")
-        if run is not None:
-            _write_score_row(args, run, score.accuracy)
+        if row is not None:
+            _write_score_row(args, row, score.accuracy)
 
 
 def _classify_eval(args: argparse.Namespace) -> None:
@@ -402,7 +410,7 @@ def _describe(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from dlcv.demo import run_demo
 
-    for line in run_demo(args.out):
+    for line in run_demo(args.out, args.command_line):
         print(line)
 
 

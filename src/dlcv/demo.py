@@ -11,9 +11,10 @@ from dlcv.config import ClassifyConfig, SegmentConfig
 DEMO_IDS = ["0000", "0001", "0002"]
 
 
-def run_demo(out: str | Path) -> Iterator[str]:
+def run_demo(out: str | Path, command: str = "dlcv demo") -> Iterator[str]:
     """Both tasks on generated data: train FCN-8s and FCN-32s, predict, score and draw; train a small
-    classifier and score it; then the HTML report of all three runs. Yields progress lines."""
+    classifier and score it; then the HTML report of all three runs (their run.json name ``command``). Yields
+    progress lines."""
     from dlcv.data.synthetic import make_classification_set, make_landcover_set
     from dlcv.metrics import evaluate_label_csv, evaluate_mask_folders
     from dlcv.predict import predict_masks
@@ -38,7 +39,7 @@ def run_demo(out: str | Path) -> Iterator[str]:
             snapshot_ids=DEMO_IDS,
             model_kwargs={"fc_channels": 512},
         )
-        summary = train_segmentation(config, overwrite=True)
+        summary = train_segmentation(config, command, overwrite=True)
         runs.append(summary.run_dir)
         yield f"trained {model}: best val mIoU {summary.best_score:.4f} in {summary.wall_s:.0f} s ({summary.run_dir})"
     predictions = out / "predictions" / "fcn8s"
@@ -63,7 +64,7 @@ def run_demo(out: str | Path) -> Iterator[str]:
         device="cpu",
         workers=0,
     )
-    summary = train_classification(config, overwrite=True)
+    summary = train_classification(config, command, overwrite=True)
     runs.append(summary.run_dir)
     accuracy = evaluate_label_csv(summary.run_dir / VAL_PREDICTIONS, images / "val_gt.csv")
     yield (

@@ -71,6 +71,14 @@ def _temporary_beside(path: Path, folder: bool) -> Path:
     return Path(name)
 
 
+def refuse_folder(path: str | Path) -> Path:
+    """``path``, where a file is to be written; an error if a folder is in the way."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, where a file is to be written")
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` that replaces it only if the block succeeds.
@@ -78,9 +86,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The rename is atomic on POSIX file systems, so readers (and a kill -9) see either the old file
     whole or the new file whole.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: a folder, where a file is to be written")
+    path = refuse_folder(path)
     tmp = _temporary_beside(path, folder=False)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result gets the mode of an ordinary new file
     try:

@@ -137,19 +137,26 @@ def _score_pair(pair: tuple[Path, Path]) -> tuple[np.ndarray, int, int]:
     return confusion, int(table[KEY_OFF_PALETTE].sum()), int(table[:, KEY_OFF_PALETTE].sum())
 
 
+def truth_masks(truth_dir: str | Path) -> list[Path]:
+    """The ground truth as the graders' script reads it: every ``.png`` in its folder, sorted."""
+    truth_dir = Path(truth_dir)
+    if not truth_dir.is_dir():
+        raise UserError(f"{truth_dir}: {'not a folder' if truth_dir.exists() else 'no such folder'}")
+    truths = sorted(p for p in truth_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    if not truths:
+        raise UserError(f"{truth_dir}: no ground-truth masks (.png) in this folder")
+    return truths
+
+
 def pair_mask_folders(predicted_dir: str | Path, truth_dir: str | Path) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Pair every ground-truth ``.png`` with the prediction of the same file name.
 
     As in the graders' script, the ground truth is every ``.png`` in its folder. Returns the pairs
     and the names of predictions that have no ground truth.
     """
-    predicted_dir, truth_dir = Path(predicted_dir), Path(truth_dir)
-    for folder in (predicted_dir, truth_dir):
-        if not folder.is_dir():
-            raise UserError(f"{folder}: no such folder")
-    truths = sorted(p for p in truth_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file())
-    if not truths:
-        raise UserError(f"{truth_dir}: no ground-truth masks (.png) in this folder")
+    predicted_dir, truths = Path(predicted_dir), truth_masks(truth_dir)
+    if not predicted_dir.is_dir():
+        raise UserError(f"{predicted_dir}: no such folder")
     predictions = {p.name: p for p in predicted_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file()}
     missing = [t.name for t in truths if t.name not in predictions]
     if missing:

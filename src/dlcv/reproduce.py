@@ -153,7 +153,7 @@ def run_reproduce(
     for experiment, config in configs:
         scale = f"{config.epochs} epochs{', quick' if quick else ''}"
         yield f"training {experiment.name} ({experiment.model}) on {config.data} ({scale})"
-        summary = train[experiment.task](config, overwrite=overwrite)
+        summary = train[experiment.task](config, command, overwrite=overwrite)
         value, what = _score(experiment, config, summary.run_dir, out / "predictions" / experiment.name)
         yield f"{experiment.name}: {what} (best.ckpt; trained in {summary.wall_s:.0f} s)"
         # The run's own record (run.json, config.yaml), with the graders' score and this command.

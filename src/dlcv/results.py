@@ -45,6 +45,10 @@ class Result:
     commit: str
     date: str
 
+    def scored(self, value: float) -> Result:
+        """This row with the score ``value``, to the six places the table keeps."""
+        return replace(self, value=round(value, 6))
+
 
 COLUMNS = [f.name for f in fields(Result)]
 
@@ -161,11 +165,12 @@ def run_result(run_dir: str | Path) -> Result:
         raise UserError(f"{run_dir}: {RUN_JSON} or {CONFIG_NAME} lacks or garbles {exc}") from None
 
 
-def prediction_result(run: Result, value: float, command: str, device: str) -> Result:
-    """The row of a score of predictions that a finished ``run``'s checkpoint made: the run's model, weights,
-    epochs and training time, beside the command that predicted and scored, on ``device``, at today's source."""
+def prediction_result(run: Result, split: str, command: str, device: str) -> Result:
+    """The row of the predictions a finished ``run``'s checkpoint is about to make of ``split``: the run's model,
+    weights, epochs and training time, beside the command that predicts and scores, on ``device``, at today's
+    source. Its value is the run's until :meth:`Result.scored` gives it theirs."""
     commit = source_commit() or "unknown"
-    return replace(run, value=round(value, 6), command=command, device=device, commit=commit, date=today())
+    return replace(run, split=split, command=command, device=device, commit=commit, date=today())
 
 
 def write_results(path: str | Path, results: list[Result]) -> Path:

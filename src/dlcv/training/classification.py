@@ -122,8 +122,11 @@ class WeightEMA(WeightAveraging):
             self._average_model = WarmedEMA(pl_module, self.decay, device=pl_module.device)
 
 
-def train_classification(config: ClassifyConfig, resume: bool = False, overwrite: bool = False) -> RunSummary:
-    """Check the data and the run folder, train, then write best.ckpt's validation predictions."""
+def train_classification(
+    config: ClassifyConfig, command: str, resume: bool = False, overwrite: bool = False
+) -> RunSummary:
+    """Check the data and the run folder, train, then write best.ckpt's validation predictions. ``command``, the
+    command line that asked for the run, goes into run.json."""
     run_dir = Path(config.out)
     commit = prepare_run(config, "classify", resume, overwrite)
     train_dir, val_dir, val_csv = classification_dirs(config.data)
@@ -164,6 +167,7 @@ def train_classification(config: ClassifyConfig, resume: bool = False, overwrite
         monitor="val_acc",
         metric_columns=["train_loss", "val_acc", *class_columns(num_classes)],
         resume=resume,
+        command=command,
         commit=commit,
         callbacks=callbacks,
     )

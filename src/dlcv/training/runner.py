@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
 import shutil
 import signal
-import sys
 import time
 import warnings
 from collections.abc import Collection, Sequence
@@ -238,11 +236,12 @@ def fit(
     monitor: str,
     metric_columns: list[str],
     resume: bool,
+    command: str,
     commit: str | None,
     callbacks: Sequence[Callback] = (),
 ) -> RunSummary:
     """Train ``task`` into ``config.out``, keeping best/last checkpoints, metrics.csv and config.yaml, and at
-    the end run.json (the ``dlcv ...`` command line that started it, ``commit``, time, device).
+    the end run.json (``command``, the command line that started the run, ``commit``, time, device).
 
     ``data`` serves its loaders with the samplers of :mod:`dlcv.training.sampling` (training a
     function of (seed, epoch); validation unpadded under DDP). best.ckpt holds weights only;
@@ -272,7 +271,7 @@ def fit(
         for name, watch in ((BEST, monitor), (LAST, None))
     )
     processes = config.devices * config.num_nodes
-    provenance, ctrl_c = _RunProvenance(shlex.join(["dlcv", *sys.argv[1:]]), commit), _CtrlC()
+    provenance, ctrl_c = _RunProvenance(command, commit), _CtrlC()
     try:
         trainer = L.Trainer(
             accelerator=accelerator,

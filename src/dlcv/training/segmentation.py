@@ -122,8 +122,11 @@ def _data_dirs(data: str) -> tuple[Path, Path]:
     return train, validation
 
 
-def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: bool = False) -> RunSummary:
-    """Check the data and the run folder, then train; every pair is decoded (and so checked) first."""
+def train_segmentation(
+    config: SegmentConfig, command: str, resume: bool = False, overwrite: bool = False
+) -> RunSummary:
+    """Check the data and the run folder, then train; every pair is decoded (and so checked) first. ``command``,
+    the command line that asked for the run, goes into run.json."""
     run_dir = Path(config.out)
     commit = prepare_run(config, "segment", resume, overwrite)
     train_dir, val_dir = _data_dirs(config.data)
@@ -166,6 +169,7 @@ def train_segmentation(config: SegmentConfig, resume: bool = False, overwrite: b
         monitor="val_miou",
         metric_columns=["train_loss", "val_miou", *IOU_COLUMNS],
         resume=resume,
+        command=command,
         commit=commit,
         callbacks=[MaskSnapshots(val_set, list(config.snapshot_ids), run_dir / "snapshots")],
     )
