@@ -14,6 +14,7 @@ import csv
 import datetime
 import io
 import json
+import math
 import os
 import shlex
 import statistics
@@ -168,9 +169,9 @@ def run_result(run_dir: str | Path) -> Result:
 def prediction_result(run: Result, split: str, command: str, device: str) -> Result:
     """The row of the predictions a finished ``run``'s checkpoint is about to make of ``split``: the run's model,
     weights, epochs and training time, beside the command that predicts and scores, on ``device``, at today's
-    source. Its value is the run's until :meth:`Result.scored` gives it theirs."""
+    source. Its value is NaN, never a plausible score, until :meth:`Result.scored` gives it theirs."""
     commit = source_commit() or "unknown"
-    return replace(run, split=split, command=command, device=device, commit=commit, date=today())
+    return replace(run, split=split, value=math.nan, command=command, device=device, commit=commit, date=today())
 
 
 def write_results(path: str | Path, results: list[Result]) -> Path:
