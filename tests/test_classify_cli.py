@@ -137,27 +137,17 @@ def test_predict_scores_its_csv_as_eval_does_and_keeps_the_row(trained_run, clas
     accuracy = int(re.match(r"accuracy: \S+ \((\d+)/12\)", scored)[1]) / 12
     assert (row.metric, row.value) == ("accuracy", round(accuracy, 6))
     trained = run_result(trained_run)
-    assert (row.model, row.split, row.epochs, row.wall_s) == (
-        trained.model,
-        "validation",
-        trained.epochs,
-        trained.wall_s,
-    )
+    assert (row.model, row.epochs, row.wall_s) == (trained.model, trained.epochs, trained.wall_s)
+    assert row.split == "validation"  # --split's default
     assert row.command.startswith("dlcv classify predict --checkpoint ") and row.command.endswith(str(row_csv))
 
 
 def test_predict_reads_the_ground_truth_before_predicting(trained_run, classification_dir, tmp_path, capsys):
     gt = tmp_path / "gt.csv"
     gt.write_text("name,class\n0_0.png,0\n")
-    scoring = ["--device", "cpu", "--gt", gt]
+    checkpoint, images = trained_run / "best.ckpt", classification_dir / "val_50"
     status, stdout, err = run_checkpoint_cli(
-        capsys,
-        "classify",
-        "predict",
-        trained_run / "best.ckpt",
-        classification_dir / "val_50",
-        tmp_path / "p.csv",
-        *scoring,
+        capsys, "classify", "predict", checkpoint, images, tmp_path / "p.csv", "--device", "cpu", "--gt", gt
     )
     assert (status, stdout) == (2, "")
     assert err == f"error: {gt}: expected the header filename,label or image_id,label, found 'name,class'\n"
