@@ -151,8 +151,8 @@ def truth_masks(truth_dir: str | Path) -> list[Path]:
 def pair_mask_folders(predicted_dir: str | Path, truth_dir: str | Path) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Pair every ground-truth ``.png`` with the prediction of the same file name.
 
-    As in the graders' script, the ground truth is every ``.png`` in its folder. Returns the pairs
-    and the names of predictions that have no ground truth.
+    The ground truth is :func:`truth_masks`. Returns the pairs and the names of predictions that have no
+    ground truth.
     """
     predicted_dir, truths = Path(predicted_dir), truth_masks(truth_dir)
     if not predicted_dir.is_dir():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from dlcv.config import ClassifyConfig, SegmentConfig, TrainConfig, preset_path, read_yaml, resolve_config
@@ -156,8 +156,8 @@ def run_reproduce(
         summary = train[experiment.task](config, command, overwrite=overwrite)
         value, what = _score(experiment, config, summary.run_dir, out / "predictions" / experiment.name)
         yield f"{experiment.name}: {what} (best.ckpt; trained in {summary.wall_s:.0f} s)"
-        # The run's own record (run.json, config.yaml), with the graders' score and this command.
-        results.append(replace(run_result(summary.run_dir), value=round(value, 6), command=command))
+        # The run's own record (run.json, config.yaml: this command among it), with the graders' score.
+        results.append(run_result(summary.run_dir).scored(value))
     yield f"report: {write_report([config.out for _, config in configs], out / REPORT_HTML)}"
     yield f"results: {write_results(out / RESULTS_CSV, results)}"
     yield f"done in {time.perf_counter() - started:.0f} s"
