@@ -142,15 +142,37 @@ def test_predict_scores_its_csv_as_eval_does_and_keeps_the_row(trained_run, clas
     assert row.command.startswith("dlcv classify predict --checkpoint ") and row.command.endswith(str(row_csv))
 
 
-def test_predict_reads_the_ground_truth_before_predicting(trained_run, classification_dir, tmp_path, capsys):
-    gt = tmp_path / "gt.csv"
-    gt.write_text("name,class\n0_0.png,0\n")
-    checkpoint, images = trained_run / "best.ckpt", classification_dir / "val_50"
+@pytest.mark.parametrize(
+    "gt_text, message",
+    [
+        (
+            "name,class\n0_0.png,0\n",
+            "error: {gt}: expected the header filename,label or image_id,label, found 'name,class'\n",
+        ),
+        ("{rows}9_0.png,9\n", "error: {gt}: no image in {images} for 1 ground-truth entries: 9_0.png\n"),
+        ("{short_rows}", "error: {images}: no ground truth in {gt} for 1 images: 3_2.png\n"),
+    ],
+    ids=["malformed", "a row of another split", "an image without a row"],
+)
+def test_predict_checks_the_ground_truth_before_predicting(
+    trained_run, classification_dir, gt_text, message, tmp_path, capsys
+):
+    gt, images = tmp_path / "gt.csv", classification_dir / "val_50"
+    rows = (classification_dir / "val_gt.csv").read_text()
+    gt.write_text(gt_text.format(rows=rows, short_rows=rows.replace("3_2.png,3\n", "")))
     status, stdout, err = run_checkpoint_cli(
-        capsys, "classify", "predict", checkpoint, images, tmp_path / "p.csv", "--device", "cpu", "--gt", gt
+        capsys,
+        "classify",
+        "predict",
+        trained_run / "best.ckpt",
+        images,
+        tmp_path / "p.csv",
+        "--device",
+        "cpu",
+        "--gt",
+        gt,
     )
-    assert (status, stdout) == (2, "")
-    assert err == f"error: {gt}: expected the header filename,label or image_id,label, found 'name,class'\n"
+    assert (status, stdout, err) == (2, "", message.format(gt=gt, images=images))
     assert [p.name for p in tmp_path.iterdir()] == ["gt.csv"]
 
 

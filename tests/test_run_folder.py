@@ -201,6 +201,10 @@ def test_predict_scores_its_masks_and_writes_a_row_that_publish_takes(segment_ru
         (["--gt", "{tmp}/nope"], "error: {tmp}/nope: no such file or folder\n"),
         (["--gt", "{tmp}/best.ckpt"], "error: {tmp}/best.ckpt: not a folder\n"),
         (["--gt", "{tmp}"], "error: {tmp}: no ground-truth masks (.png) in this folder\n"),
+        (
+            ["--gt", "{data}/../train"],  # another split: its 0003 has no image here
+            "error: {data}/../train: no image in {data} for 1 ground-truth entries: 0003_mask.png\n",
+        ),
         (["--gt", "{data}", "--results", "{tmp}"], "error: {tmp}: a folder, where a file is to be written\n"),
         (["--gt", "{data}", "--results", "row.csv"], "error: {tmp}: not a finished run folder (no run.json)\n"),
     ],
@@ -213,7 +217,7 @@ def test_scoring_mistakes_are_found_before_predicting(segment_run, scoring, mess
     scoring = [arg.format(tmp=tmp_path, data=data) for arg in scoring]
     argv = ["segment", "predict", "--checkpoint", loose, "--input", data, "--output", tmp_path / "masks"]
     status, out, err = run_cli(capsys, *argv, "--device", "cpu", *scoring)
-    assert (status, out, err) == (2, "", message.format(tmp=tmp_path))
+    assert (status, out, err) == (2, "", message.format(tmp=tmp_path, data=data))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]
 
 

@@ -115,10 +115,10 @@ def _add_scoring_options(parser: argparse.ArgumentParser, truth: str) -> None:
     parser.add_argument("--split", default="validation", help="the split --gt holds, for the row (default validation)")
 
 
-def _score_row(args: argparse.Namespace, read_truth: Callable[[Path], object]) -> Result | None:
+def _score_row(args: argparse.Namespace, check_truth: Callable[[Path], None]) -> Result | None:
     """The row ``--results`` will hold, all but its score, where it wants one. The scoring options are checked
-    (the ground truth read with ``read_truth``) before predicting, so that a mistake in them writes nothing,
-    and the row names the source and device as the prediction starts."""
+    (the ground truth read, and matched to the inputs, by ``check_truth``) before predicting, so that a mistake
+    in them writes nothing, and the row names the source and device as the prediction starts."""
     from dlcv.files import refuse_folder
     from dlcv.results import prediction_result, run_result
     from dlcv.training.runner import accelerator_for, device_name
@@ -129,7 +129,7 @@ def _score_row(args: argparse.Namespace, read_truth: Callable[[Path], object]) -
         return None
     if not Path(args.gt).exists():
         raise UserError(f"{args.gt}: no such file or folder")
-    read_truth(Path(args.gt))
+    check_truth(Path(args.gt))
     if not args.results:
         return None
     refuse_folder(args.results)
@@ -194,10 +194,15 @@ def _parse_class_weights(tokens: Sequence[str]) -> list[float] | dict[str, float
 
 
 def _segment_predict(args: argparse.Namespace) -> None:
-    from dlcv.metrics import evaluate_mask_folders, truth_masks
-    from dlcv.predict import TTA_SCALES, predict_masks
+    from dlcv.metrics import check_truth_matches_inputs, evaluate_mask_folders, truth_masks
+    from dlcv.predict import TTA_SCALES, mask_name, predict_masks, segmentation_inputs
 
-    row = _score_row(args, truth_masks)
+    def check_truth(gt: Path) -> None:
+        masks = [path.name for path in truth_masks(gt)]
+        predicted = map(mask_name, segmentation_inputs(args.input))
+        check_truth_matches_inputs(masks, predicted, gt, args.input, every_prediction_scored=False)
+
+    row = _score_row(args, check_truth)
     views = args.tta or "none"
     scales = args.tta_scales or (TTA_SCALES if args.tta else (1.0,))
     count = predict_masks(
@@ -317,11 +322,16 @@ def _classify_train(args: argparse.Namespace) -> None:
 
 
 def _classify_predict(args: argparse.Namespace) -> None:
+    from dlcv.data.images import list_images
     from dlcv.data.labels import ground_truth
-    from dlcv.metrics import evaluate_label_csv
+    from dlcv.metrics import check_truth_matches_inputs, evaluate_label_csv
     from dlcv.predict import predict_labels
 
-    row = _score_row(args, ground_truth)
+    def check_truth(gt: Path) -> None:
+        images = [path.name for path in list_images(args.input)]
+        check_truth_matches_inputs(ground_truth(gt), images, gt, args.input, every_prediction_scored=True)
+
+    row = _score_row(args, check_truth)
     count = predict_labels(args.checkpoint, args.input, args.output, device=args.device, batch_size=args.batch_size)
     print(f"wrote {count} predictions to {args.output}")
     if args.gt is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -146,6 +147,29 @@ def truth_masks(truth_dir: str | Path) -> list[Path]:
     if not truths:
         raise UserError(f"{truth_dir}: no ground-truth masks (.png) in this folder")
     return truths
+
+
+def check_truth_matches_inputs(
+    truth_names: Iterable[str],
+    predicted_names: Iterable[str],
+    truth_source: str | Path,
+    input_source: str | Path,
+    every_prediction_scored: bool,
+) -> None:
+    """An error unless every ground-truth entry will have a prediction (and, where ``every_prediction_scored``,
+    every prediction a ground truth): checked on names before predicting, so that a ``--gt`` of another split
+    fails at once and writes nothing, not after the predictions."""
+    truth, predicted = set(truth_names), set(predicted_names)
+    missing = sorted(truth - predicted)
+    if missing:
+        raise UserError(
+            f"{truth_source}: no image in {input_source} for {len(missing)} ground-truth entries: {abbreviate(missing)}"
+        )
+    extra = sorted(predicted - truth) if every_prediction_scored else []
+    if extra:
+        raise UserError(
+            f"{input_source}: no ground truth in {truth_source} for {len(extra)} images: {abbreviate(extra)}"
+        )
 
 
 def pair_mask_folders(predicted_dir: str | Path, truth_dir: str | Path) -> tuple[list[tuple[Path, Path]], list[str]]:
