@@ -157,20 +157,11 @@ def test_predict_scores_its_csv_as_eval_does_and_keeps_the_row(trained_run, clas
 def test_predict_checks_the_ground_truth_before_predicting(
     trained_run, classification_dir, gt_text, message, tmp_path, capsys
 ):
-    gt, images = tmp_path / "gt.csv", classification_dir / "val_50"
+    gt, checkpoint, images = tmp_path / "gt.csv", trained_run / "best.ckpt", classification_dir / "val_50"
     rows = (classification_dir / "val_gt.csv").read_text()
     gt.write_text(gt_text.format(rows=rows, short_rows=rows.replace("3_2.png,3\n", "")))
     status, stdout, err = run_checkpoint_cli(
-        capsys,
-        "classify",
-        "predict",
-        trained_run / "best.ckpt",
-        images,
-        tmp_path / "p.csv",
-        "--device",
-        "cpu",
-        "--gt",
-        gt,
+        capsys, "classify", "predict", checkpoint, images, tmp_path / "p.csv", "--device", "cpu", "--gt", gt
     )
     assert (status, stdout, err) == (2, "", message.format(gt=gt, images=images))
     assert [p.name for p in tmp_path.iterdir()] == ["gt.csv"]
