@@ -149,8 +149,8 @@ def test_predict_scores_its_csv_as_eval_does_and_keeps_the_row(trained_run, clas
             "name,class\n0_0.png,0\n",
             "error: {gt}: expected the header filename,label or image_id,label, found 'name,class'\n",
         ),
-        ("{rows}9_0.png,9\n", "error: {gt}: no image in {images} for 1 ground-truth entries: 9_0.png\n"),
-        ("{short_rows}", "error: {images}: no ground truth in {gt} for 1 images: 3_2.png\n"),
+        ("{rows}9_0.png,9\n", "error: {gt}: 1 rows name images not in {images}: 9_0.png\n"),
+        ("{short_rows}", "error: {gt}: no row for 1 images of {images}: 3_2.png\n"),
     ],
     ids=["malformed", "a row of another split", "an image without a row"],
 )

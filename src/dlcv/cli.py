@@ -194,13 +194,11 @@ def _parse_class_weights(tokens: Sequence[str]) -> list[float] | dict[str, float
 
 
 def _segment_predict(args: argparse.Namespace) -> None:
-    from dlcv.metrics import check_truth_matches_inputs, evaluate_mask_folders, truth_masks
+    from dlcv.metrics import check_masks_predictable, evaluate_mask_folders
     from dlcv.predict import TTA_SCALES, mask_name, predict_masks, segmentation_inputs
 
     def check_truth(gt: Path) -> None:
-        masks = [path.name for path in truth_masks(gt)]
-        predicted = map(mask_name, segmentation_inputs(args.input))
-        check_truth_matches_inputs(masks, predicted, gt, args.input, every_prediction_scored=False)
+        check_masks_predictable(gt, map(mask_name, segmentation_inputs(args.input)), args.input)
 
     row = _score_row(args, check_truth)
     views = args.tta or "none"
@@ -323,13 +321,12 @@ def _classify_train(args: argparse.Namespace) -> None:
 
 def _classify_predict(args: argparse.Namespace) -> None:
     from dlcv.data.images import list_images
-    from dlcv.data.labels import ground_truth
-    from dlcv.metrics import check_truth_matches_inputs, evaluate_label_csv
+    from dlcv.data.labels import ground_truth, match_names
+    from dlcv.metrics import evaluate_label_csv
     from dlcv.predict import predict_labels
 
     def check_truth(gt: Path) -> None:
-        images = [path.name for path in list_images(args.input)]
-        check_truth_matches_inputs(ground_truth(gt), images, gt, args.input, every_prediction_scored=True)
+        match_names(ground_truth(gt), [path.name for path in list_images(args.input)], gt, args.input)
 
     row = _score_row(args, check_truth)
     count = predict_labels(args.checkpoint, args.input, args.output, device=args.device, batch_size=args.batch_size)

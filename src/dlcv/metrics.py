@@ -149,26 +149,15 @@ def truth_masks(truth_dir: str | Path) -> list[Path]:
     return truths
 
 
-def check_truth_matches_inputs(
-    truth_names: Iterable[str],
-    predicted_names: Iterable[str],
-    truth_source: str | Path,
-    input_source: str | Path,
-    every_prediction_scored: bool,
-) -> None:
-    """An error unless every ground-truth entry will have a prediction (and, where ``every_prediction_scored``,
-    every prediction a ground truth): checked on names before predicting, so that a ``--gt`` of another split
-    fails at once and writes nothing, not after the predictions."""
-    truth, predicted = set(truth_names), set(predicted_names)
-    missing = sorted(truth - predicted)
+def check_masks_predictable(truth_dir: str | Path, mask_names: Iterable[str], input_dir: str | Path) -> None:
+    """An error naming the ground-truth masks (:func:`truth_masks`) that no image of ``input_dir`` will predict
+    (``mask_names``): checked before predicting, so that a ``--gt`` of another split fails at once and writes
+    nothing, not after the masks."""
+    predictable = set(mask_names)
+    missing = [truth.name for truth in truth_masks(truth_dir) if truth.name not in predictable]
     if missing:
         raise UserError(
-            f"{truth_source}: no image in {input_source} for {len(missing)} ground-truth entries: {abbreviate(missing)}"
-        )
-    extra = sorted(predicted - truth) if every_prediction_scored else []
-    if extra:
-        raise UserError(
-            f"{input_source}: no ground truth in {truth_source} for {len(extra)} images: {abbreviate(extra)}"
+            f"{truth_dir}: no image in {input_dir} for {len(missing)} ground-truth entries: {abbreviate(missing)}"
         )
 
 
