@@ -149,10 +149,13 @@ def test_predict_scores_its_csv_as_eval_does_and_keeps_the_row(trained_run, clas
             "name,class\n0_0.png,0\n",
             "error: {gt}: expected the header filename,label or image_id,label, found 'name,class'\n",
         ),
-        ("{rows}9_0.png,9\n", "error: {gt}: 1 rows name images not in {images}: 9_0.png\n"),
-        ("{short_rows}", "error: {gt}: no row for 1 images of {images}: 3_2.png\n"),
+        (
+            "{rows}9_0.png,9\n9_1.png,9\n",
+            "error: {gt}: labels for 2 images not in {images}: 9_0.png, 9_1.png\n",
+        ),
+        ("{short_rows}", "error: {gt}: no label for 1 image of {images}: 3_2.png\n"),
     ],
-    ids=["malformed", "a row of another split", "an image without a row"],
+    ids=["malformed", "rows of another split", "an image without a row"],
 )
 def test_predict_checks_the_ground_truth_before_predicting(
     trained_run, classification_dir, gt_text, message, tmp_path, capsys
@@ -198,8 +201,8 @@ def test_eval_text_matches_a_hand_count(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ("0_0.png,0\n", "no row for 1 images of .*: 1_0.png"),
-        ("0_0.png,0\n1_0.png,1\n5_5.png,5\n", "1 rows name images not in .*: 5_5.png"),
+        ("0_0.png,0\n", "no label for 1 image of .*: 1_0.png"),
+        ("0_0.png,0\n1_0.png,1\n5_5.png,5\n", "labels for 1 image not in .*: 5_5.png"),
         ("0_0.png,0\n1_0.png,1\n0_0.png,0\n", "line 4: 0_0.png appears twice"),
         ("0_0.png,0\n1_0.png,1000000000\n", "line 3: label '1000000000' of 1_0.png is not a class number"),
     ],

@@ -97,11 +97,11 @@ def test_csv_naming_unknown_or_missing_images(tmp_path, classification_dir):
     names = sorted(p.name for p in val.iterdir())
     unknown = tmp_path / "unknown.csv"
     unknown.write_text("filename,label\n" + "".join(f"{n},{parse_label(n)}\n" for n in names) + "99_1.png,3\n")
-    with pytest.raises(UserError, match=r"unknown\.csv: 1 rows name images not in .*99_1\.png"):
+    with pytest.raises(UserError, match=r"unknown\.csv: labels for 1 image not in .*99_1\.png"):
         ClassificationDataset(val, unknown)
     missing = tmp_path / "missing.csv"
     missing.write_text("filename,label\n" + "".join(f"{n},{parse_label(n)}\n" for n in names[1:]))
-    with pytest.raises(UserError, match=rf"missing\.csv: no row for 1 images of .*{names[0]}"):
+    with pytest.raises(UserError, match=rf"missing\.csv: no label for 1 image of .*{names[0]}"):
         ClassificationDataset(val, missing)
 
 

@@ -73,6 +73,10 @@ def test_joint_transform_keeps_image_and_mask_aligned():
     ("breakage", "culprit"),
     [
         (lambda f: (f / "0003_mask.png").unlink(), "0003_sat.jpg"),
+        (
+            lambda f: [(f / name).unlink() for name in ("0003_mask.png", "0004_mask.png")],
+            r"0003_sat.jpg: has no mask \(and 1 more file like it\)",
+        ),
         (lambda f: (f / "0004_sat.jpg").unlink(), "0004_mask.png"),
         (lambda f: Image.new("RGB", (10, 10)).save(f / "0005_mask.png"), "0005_mask.png"),
         (lambda f: (f / "0006_sat.jpg").write_bytes(b""), "0006_sat.jpg"),

@@ -203,7 +203,7 @@ def test_predict_scores_its_masks_and_writes_a_row_that_publish_takes(segment_ru
         (["--gt", "{tmp}"], "error: {tmp}: no ground-truth masks (.png) in this folder\n"),
         (
             ["--gt", "{data}/../train"],  # another split: its 0003 has no image here
-            "error: {data}/../train: no image in {data} for 1 ground-truth entries: 0003_mask.png\n",
+            "error: {data}/../train: no image in {data} for 1 ground-truth mask: 0003_mask.png\n",
         ),
         (["--gt", "{data}", "--results", "{tmp}"], "error: {tmp}: a folder, where a file is to be written\n"),
         (["--gt", "{data}", "--results", "row.csv"], "error: {tmp}: not a finished run folder (no run.json)\n"),

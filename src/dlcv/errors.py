@@ -23,6 +23,11 @@ class OptionError(UserError):
         self.option = option
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 image``, ``3 images``: a count in a message, read as English (``noun`` takes a plain ``s``)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def abbreviate(names: Sequence[str], limit: int = 5) -> str:
     """``a, b, c and 7 more``: enough names to find the culprits, never a screenful."""
     shown = ", ".join(names[:limit])

@@ -27,7 +27,7 @@ from dlcv.data.palette import (
     SCORED_CLASSES,
     colour_key_image,
 )
-from dlcv.errors import UserError, abbreviate
+from dlcv.errors import UserError, abbreviate, counted
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -157,7 +157,8 @@ def check_masks_predictable(truth_dir: str | Path, mask_names: Iterable[str], in
     missing = [truth.name for truth in truth_masks(truth_dir) if truth.name not in predictable]
     if missing:
         raise UserError(
-            f"{truth_dir}: no image in {input_dir} for {len(missing)} ground-truth entries: {abbreviate(missing)}"
+            f"{truth_dir}: no image in {input_dir} for {counted(len(missing), 'ground-truth mask')}: "
+            f"{abbreviate(missing)}"
         )
 
 
@@ -173,7 +174,9 @@ def pair_mask_folders(predicted_dir: str | Path, truth_dir: str | Path) -> tuple
     predictions = {p.name: p for p in predicted_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file()}
     missing = [t.name for t in truths if t.name not in predictions]
     if missing:
-        raise UserError(f"{predicted_dir}: no prediction for {len(missing)} ground-truth masks: {abbreviate(missing)}")
+        raise UserError(
+            f"{predicted_dir}: no prediction for {counted(len(missing), 'ground-truth mask')}: {abbreviate(missing)}"
+        )
     truth_names = {t.name for t in truths}
     unused = sorted(name for name in predictions if name not in truth_names)
     return [(predictions[t.name], t) for t in truths], unused

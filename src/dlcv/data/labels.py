@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from dlcv.data.images import list_images
-from dlcv.errors import UserError, abbreviate
+from dlcv.errors import UserError, abbreviate, counted
 from dlcv.files import read_user_text, write_csv_atomic
 
 #: Accepted first columns of a label CSV; predictions are written with ``image_id``, the graders' header.
@@ -84,9 +84,13 @@ def match_names(have: Iterable[str], want: Iterable[str], have_source: str | Pat
     have, want = set(have), set(want)
     missing, extra = sorted(want - have), sorted(have - want)
     if missing:
-        raise UserError(f"{have_source}: no row for {len(missing)} images of {want_source}: {abbreviate(missing)}")
+        raise UserError(
+            f"{have_source}: no label for {counted(len(missing), 'image')} of {want_source}: {abbreviate(missing)}"
+        )
     if extra:
-        raise UserError(f"{have_source}: {len(extra)} rows name images not in {want_source}: {abbreviate(extra)}")
+        raise UserError(
+            f"{have_source}: labels for {counted(len(extra), 'image')} not in {want_source}: {abbreviate(extra)}"
+        )
 
 
 def write_label_csv(path: str | Path, names: Sequence[str], labels: Iterable[int]) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from dlcv.data.images import IMAGE_SUFFIXES, read_rgb, resize_square
 from dlcv.data.palette import CLASS_NAMES, count_off_palette, decode_mask, encode_mask
-from dlcv.errors import UserError
+from dlcv.errors import UserError, counted
 
 IMAGE_TAG, MASK_TAG = "_sat", "_mask"
 
@@ -47,7 +47,7 @@ def find_pairs(folder: str | Path) -> list[Pair]:
     for found, counterpart, missing in ((images, masks, "mask"), (masks, images, "image")):
         orphans = sorted(found.keys() - counterpart.keys())
         if orphans:
-            more = f" (and {len(orphans) - 1} more files like it)" if len(orphans) > 1 else ""
+            more = f" (and {counted(len(orphans) - 1, 'more file')} like it)" if len(orphans) > 1 else ""
             raise UserError(f"{found[orphans[0]]}: has no {missing}{more}")
     return [Pair(key, images[key], masks[key]) for key in sorted(images)]
 

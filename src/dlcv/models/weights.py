@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dlcv.errors import UserError, abbreviate
+from dlcv.errors import UserError, abbreviate, counted
 from dlcv.models.registry import ModelEntry
 
 
@@ -26,11 +26,12 @@ class WeightsReport:
     unused: list[str] = field(default_factory=list)  # file tensors with no place in the model
 
     def summary(self) -> str:
-        lines = [f"weights: loaded {len(self.loaded)} tensors from {self.source}"]
+        lines = [f"weights: loaded {counted(len(self.loaded), 'tensor')} from {self.source}"]
         if self.not_loaded:
-            lines.append(f"weights: {len(self.not_loaded)} model tensors not loaded: {abbreviate(self.not_loaded)}")
+            not_loaded = counted(len(self.not_loaded), "model tensor")
+            lines.append(f"weights: {not_loaded} not loaded: {abbreviate(self.not_loaded)}")
         if self.unused:
-            lines.append(f"weights: {len(self.unused)} file tensors unused: {abbreviate(self.unused)}")
+            lines.append(f"weights: {counted(len(self.unused), 'file tensor')} unused: {abbreviate(self.unused)}")
         return "\n".join(lines)
 
 

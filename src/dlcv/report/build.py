@@ -10,6 +10,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from dlcv.errors import counted
 from dlcv.files import atomic_path
 from dlcv.report.html import Column, Section, figure, heading, number, page, paragraph, percent, preformatted, table
 from dlcv.report.runs import Run, read_runs
@@ -160,7 +161,7 @@ def build_report(run_dirs: list[str | Path], ids: list[str] | None = None) -> st
     if "segment" in groups:
         sections.append(segmentation_section(groups["segment"], ids))
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    meta = f"{len(runs)} run{'s' if len(runs) != 1 else ''}: {', '.join(r.name for r in runs)}. Made by dlcv on {when}."
+    meta = f"{counted(len(runs), 'run')}: {', '.join(r.name for r in runs)}. Made by dlcv on {when}."
     return page("dlcv report", meta, sections)
 
 
