@@ -71,8 +71,9 @@ def test_validation_shares_count_every_item_once():
 
     shares = [list(validation_loader(list(range(7)), fake_trainer(3, r), batch_size=2).sampler) for r in range(3)]
     assert sorted(i for share in shares for i in share) == list(range(7))
-    with pytest.raises(UserError, match="fewer than the 3 processes"):
-        validation_loader([0, 1], fake_trainer(3, 0), batch_size=1)
+    for items, count in (([0, 1], "2 items"), ([0], "1 item")):
+        with pytest.raises(UserError, match=f"the validation set has {count}, fewer than the 3 processes"):
+            validation_loader(items, fake_trainer(3, 0), batch_size=1)
 
 
 def test_devices_and_nodes_reach_lightning(landcover_dir, tmp_path, capsys, monkeypatch):

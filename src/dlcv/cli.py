@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import dlcv
 from dlcv.config import DEVICES, OPTIMIZERS, SCHEDULES, ClassifyConfig, SegmentConfig, TrainConfig
-from dlcv.errors import UserError
+from dlcv.errors import UserError, counted
 
 if TYPE_CHECKING:
     from dlcv.metrics import SegmentationScore
@@ -212,7 +212,7 @@ def _segment_predict(args: argparse.Namespace) -> None:
         tta=views,
         tta_scales=scales,
     )
-    print(f"wrote {count} masks to {args.output}")
+    print(f"wrote {counted(count, 'mask')} to {args.output}")
     if args.gt is not None:
         score = evaluate_mask_folders(args.output, args.gt)
         _print_segment_score(score)
@@ -330,7 +330,7 @@ def _classify_predict(args: argparse.Namespace) -> None:
 
     row = _score_row(args, check_truth)
     count = predict_labels(args.checkpoint, args.input, args.output, device=args.device, batch_size=args.batch_size)
-    print(f"wrote {count} predictions to {args.output}")
+    print(f"wrote {counted(count, 'prediction')} to {args.output}")
     if args.gt is not None:
         score = evaluate_label_csv(args.output, args.gt)
         print(score.text(), end="")
@@ -444,7 +444,7 @@ def _results_publish(args: argparse.Namespace) -> None:
     from dlcv.results import publish
 
     added, table, markdown = publish(args.sources, args.docs)
-    print(f"added {added} rows to {table}; rendered {markdown}")
+    print(f"added {counted(added, 'row')} to {table}; rendered {markdown}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ import numpy as np
 from dlcv.data.images import read_rgb
 from dlcv.data.landcover import Pair, find_pairs
 from dlcv.data.palette import CLASS_NAMES, SCORED_CLASSES, decode_mask
+from dlcv.errors import counted
 from dlcv.report.html import Column, Section, figure, heading, number, paragraph, table
 from dlcv.report.runs import Run
 from dlcv.viz.masks import choose_ids, comparison_figure, snapshot_folders
@@ -78,7 +79,7 @@ def mask_sections(runs: list[Run], ids: list[str] | None) -> str:
         with_checkpoint = [r for r in group if r.checkpoint is not None]
         predictions = {r.name: _predicted(r, [pairs[i] for i in chosen]) for r in with_checkpoint}
         rows = [(i, *pictures[i], {name: masks[i] for name, masks in predictions.items()}) for i in chosen]
-        parts.append(heading(f"Validation masks: {len(chosen)} images of {folder}"))
+        parts.append(heading(f"Validation masks: {counted(len(chosen), 'image')} of {folder}"))
         parts.append(
             figure(
                 comparison_figure(rows),

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from dlcv.errors import UserError
+from dlcv.errors import UserError, counted
 
 
 def derived_seed(*keys: int) -> int:
@@ -76,7 +76,7 @@ def validation_loader(dataset: Dataset, trainer: L.Trainer, batch_size: int, **o
     processes = trainer.world_size
     if len(dataset) < processes:
         raise UserError(
-            f"the validation set has {len(dataset)} items, fewer than the {processes} processes "
+            f"the validation set has {counted(len(dataset), 'item')}, fewer than the {processes} processes "
             "(--devices x --num-nodes): each process needs at least one"
         )
     sampler = UnrepeatedDistributedSampler(dataset, num_replicas=processes, rank=trainer.global_rank, shuffle=False)
