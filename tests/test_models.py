@@ -49,6 +49,10 @@ def test_state_dict_file_loads_and_reports(tmp_path):
     assert report.unused == ["classifier.6.weight"]
     assert "fc6.weight" in report.not_loaded
     assert torch.allclose(model.features[0].weight, reference[0].weight.half().float())
+    loaded, not_loaded, unused = report.summary().splitlines()
+    assert loaded == f"weights: loaded 26 tensors from {path}"
+    assert not_loaded.startswith(f"weights: {len(report.not_loaded)} model tensors not loaded: fc6.weight, ")
+    assert unused == "weights: 1 file tensor unused: classifier.6.weight"
 
 
 def test_torch_file_with_imagenet_fc_layers_reshapes_into_fc6(tmp_path):

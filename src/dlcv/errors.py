@@ -1,4 +1,4 @@
-"""The exception types that mean "the user gave us something wrong", and how their messages list names."""
+"""The exception types that mean "the user gave us something wrong", and how messages count and list names."""
 
 from collections.abc import Sequence
 

@@ -27,11 +27,12 @@ class WeightsReport:
 
     def summary(self) -> str:
         lines = [f"weights: loaded {counted(len(self.loaded), 'tensor')} from {self.source}"]
-        if self.not_loaded:
-            not_loaded = counted(len(self.not_loaded), "model tensor")
-            lines.append(f"weights: {not_loaded} not loaded: {abbreviate(self.not_loaded)}")
-        if self.unused:
-            lines.append(f"weights: {counted(len(self.unused), 'file tensor')} unused: {abbreviate(self.unused)}")
+        for names, noun, state in (
+            (self.not_loaded, "model tensor", "not loaded"),
+            (self.unused, "file tensor", "unused"),
+        ):
+            if names:
+                lines.append(f"weights: {counted(len(names), noun)} {state}: {abbreviate(names)}")
         return "\n".join(lines)
 
 
