@@ -25,6 +25,7 @@ from dlcv.data.classification import ClassificationDataset, classification_dirs
 from dlcv.data.labels import write_label_csv
 from dlcv.errors import UserError
 from dlcv.metrics import accuracy_per_class
+from dlcv.predict import classify_images, device_for, load_task
 from dlcv.training.device_data import DeviceTrainingData
 from dlcv.training.runner import BEST, LAST, RunSummary, fit, is_launching_process, prepare_run
 from dlcv.training.task import Task, build_task, read_checkpoint
@@ -178,8 +179,6 @@ def train_classification(
 
 def write_val_predictions(run_dir: Path, val_set: ClassificationDataset, config: ClassifyConfig) -> None:
     """best.ckpt's predictions for the validation images, as ``image_id,label`` (read by the HTML report)."""
-    from dlcv.predict import classify_images, device_for, load_task
-
     task = load_task(run_dir / BEST, "classify")
     predicted = classify_images(task, val_set.images, device_for(config.device), batch_size=max(256, config.batch_size))
     write_label_csv(run_dir / VAL_PREDICTIONS, val_set.names, predicted)
