@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -153,13 +153,14 @@ def check_masks_predictable(truth_dir: str | Path, mask_names: Iterable[str], in
     """An error naming the ground-truth masks (:func:`truth_masks`) that no image of ``input_dir`` will predict
     (``mask_names``): checked before predicting, so that a ``--gt`` of another split fails at once and writes
     nothing, not after the masks."""
-    predictable = set(mask_names)
-    missing = [truth.name for truth in truth_masks(truth_dir) if truth.name not in predictable]
+    _require_every_truth(truth_masks(truth_dir), set(mask_names), f"{truth_dir}: no image in {input_dir}")
+
+
+def _require_every_truth(truths: Iterable[Path], available: Container[str], gap: str) -> None:
+    """An error, ``gap`` first, naming the ground-truth masks whose file names are not in ``available``."""
+    missing = [truth.name for truth in truths if truth.name not in available]
     if missing:
-        raise UserError(
-            f"{truth_dir}: no image in {input_dir} for {counted(len(missing), 'ground-truth mask')}: "
-            f"{abbreviate(missing)}"
-        )
+        raise UserError(f"{gap} for {counted(len(missing), 'ground-truth mask')}: {abbreviate(missing)}")
 
 
 def pair_mask_folders(predicted_dir: str | Path, truth_dir: str | Path) -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -172,11 +173,7 @@ def pair_mask_folders(predicted_dir: str | Path, truth_dir: str | Path) -> tuple
     if not predicted_dir.is_dir():
         raise UserError(f"{predicted_dir}: no such folder")
     predictions = {p.name: p for p in predicted_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file()}
-    missing = [t.name for t in truths if t.name not in predictions]
-    if missing:
-        raise UserError(
-            f"{predicted_dir}: no prediction for {counted(len(missing), 'ground-truth mask')}: {abbreviate(missing)}"
-        )
+    _require_every_truth(truths, predictions, f"{predicted_dir}: no prediction")
     truth_names = {t.name for t in truths}
     unused = sorted(name for name in predictions if name not in truth_names)
     return [(predictions[t.name], t) for t in truths], unused
