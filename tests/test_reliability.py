@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+import dlcv.training
 from dlcv.results import source_commit
 from dlcv.training.segmentation import SegmentationTask
 from tests.conftest import run_cli
@@ -415,3 +417,19 @@ def test_classification_resumes_exactly_after_a_crash_mid_epoch(tmp_path, capsys
     assert status == 0, err
     assert (tmp_path / "crashed" / "metrics.csv").read_bytes() == (tmp_path / "whole" / "metrics.csv").read_bytes()
     assert same_weights(tmp_path / "crashed" / "last.ckpt", tmp_path / "whole" / "last.ckpt")
+
+
+def test_training_imports_everything_it_needs_before_it_starts():
+    """A run imports its code once, at the start: a deferred import would load whatever the checkout holds
+    an hour later, and a run whose checkout changed under it would fail after its last epoch."""
+    training = Path(dlcv.training.__file__).parent
+    deferred = [
+        f"{module.name}:{node.lineno}"
+        for module in sorted(training.glob("*.py"))
+        for function in ast.walk(ast.parse(module.read_text()))
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+        for node in ast.walk(function)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+    ]
+    assert len(list(training.glob("*.py"))) > 5
+    assert deferred == []
