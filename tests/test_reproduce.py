@@ -4,6 +4,9 @@ the precedence defaults < --config < flags of the train commands."""
 from __future__ import annotations
 
 import csv
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,6 +103,42 @@ def test_reproduce_quick_end_to_end(hw2_dir, tmp_path, capsys, monkeypatch):
     # A second run into the same folder refuses before training anything.
     status, _, err = run_cli(capsys, *argv)
     assert status == 2 and "--overwrite" in err and err.count("\n") == 1
+
+
+#: Runs ``dlcv`` with the overlays of argv[1] (JSON, by task) and prints, as its last line, the dlcv modules
+#: first loaded after the first ``Trainer.fit`` began.
+LATE_IMPORTS_PROBE = """
+import json, sys
+from pathlib import Path
+import lightning.pytorch as pl
+import dlcv.reproduce
+from dlcv.cli import main
+
+overlays = json.loads(sys.argv[1])
+real_files, real_fit, loaded_at_fit = dlcv.reproduce.preset_files, pl.Trainer.fit, []
+dlcv.reproduce.preset_files = lambda e, quick: [*real_files(e, quick), Path(overlays[e.task])]
+
+def fit(*args, **kwargs):
+    loaded_at_fit.append({name for name in sys.modules if name.split(".")[0] == "dlcv"})
+    return real_fit(*args, **kwargs)
+
+pl.Trainer.fit = fit
+status = main(sys.argv[2:])
+late = {name for name in sys.modules if name.split(".")[0] == "dlcv"} - loaded_at_fit[0]
+print(json.dumps({"status": status, "fits": len(loaded_at_fit), "late": sorted(late)}))
+"""
+
+
+def test_reproduce_imports_all_its_code_before_training(hw2_dir, tmp_path, monkeypatch):
+    """Hours of training must not end in code the checkout holds by then: scoring, t-SNE and the report
+    are imported before the first epoch (in a fresh process, so that other tests' imports do not count)."""
+    overlays = _lay_over_presets(monkeypatch, tmp_path, TINY)
+    out = tmp_path / "out"
+    argv = ["reproduce", "--data", hw2_dir, "--out", out, "--quick", "--weights", "none", "--device", "cpu"]
+    probe = [sys.executable, "-c", LATE_IMPORTS_PROBE, json.dumps({k: str(v) for k, v in overlays.items()})]
+    done = subprocess.run([*probe, *map(str, argv)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"status": 0, "fits": 3, "late": []}
 
 
 def test_reproduce_names_a_missing_data_folder(hw2_dir, tmp_path, capsys):

@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dlcv.config import ClassifyConfig, SegmentConfig, TrainConfig, preset_path, read_yaml, resolve_config
+from dlcv.data.classification import classification_dirs
 from dlcv.errors import UserError
+from dlcv.metrics import evaluate_label_csv, evaluate_mask_folders
+from dlcv.models import get_entry
+from dlcv.predict import predict_masks
+from dlcv.report import write_report
 from dlcv.results import RESULTS_CSV, run_result, write_results
+from dlcv.training.classification import TSNE_CSV, VAL_PREDICTIONS, train_classification
+from dlcv.training.runner import RUN_MARKERS
+from dlcv.training.segmentation import train_segmentation
+from dlcv.viz.tsne import write_tsne
 
 REPORT_HTML = "report.html"
 
@@ -50,8 +59,6 @@ def preset_names() -> list[str]:
 
 
 def experiment_for(preset_name: str) -> Experiment:
-    from dlcv.models import get_entry
-
     if preset_name not in preset_names():
         raise UserError(f"unknown preset {preset_name!r}; choose from: {', '.join(preset_names())}")
     model = read_yaml(preset_path(f"{preset_name}.yaml"))["model"]
@@ -94,8 +101,6 @@ def experiment_configs(
 
 def _check_fresh(configs: list[tuple[Experiment, TrainConfig]], overwrite: bool) -> None:
     """Refuse, before any training, to replace runs of an earlier reproduce unless ``overwrite``."""
-    from dlcv.training.runner import RUN_MARKERS
-
     if overwrite:
         return
     for _, config in configs:
@@ -107,18 +112,10 @@ def _check_fresh(configs: list[tuple[Experiment, TrainConfig]], overwrite: bool)
 def _score(experiment: Experiment, config: TrainConfig, run_dir: Path, predictions: Path) -> tuple[float, str]:
     """(value, what) of the run's best checkpoint on the whole validation set, as the graders score it."""
     if experiment.task == "segment":
-        from dlcv.metrics import evaluate_mask_folders
-        from dlcv.predict import predict_masks
-
         validation = Path(config.data) / "validation"
         predict_masks(run_dir / "best.ckpt", validation, predictions, device=config.device, workers=0)
         score = evaluate_mask_folders(predictions, validation)
         return score.miou, f"mIoU {score.miou:.4f} on {score.images} validation pairs"
-    from dlcv.data.classification import classification_dirs
-    from dlcv.metrics import evaluate_label_csv
-    from dlcv.training.classification import TSNE_CSV, VAL_PREDICTIONS
-    from dlcv.viz.tsne import write_tsne
-
     _, val_dir, val_csv = classification_dirs(config.data)
     score = evaluate_label_csv(run_dir / VAL_PREDICTIONS, val_csv or val_dir)
     # The report's t-SNE, kept in the run folder (the report draws it from the CSV).
@@ -141,10 +138,6 @@ def run_reproduce(
     ``out`` gets ``runs/<model>/`` (run folders), ``predictions/<model>/`` (the segmentation masks),
     ``report.html`` and ``results.csv`` (one row per experiment, ready for ``dlcv results publish``).
     """
-    from dlcv.report import write_report
-    from dlcv.training.classification import train_classification
-    from dlcv.training.segmentation import train_segmentation
-
     out = Path(out)
     configs = experiment_configs(data, out, quick, weights, device, presets)
     _check_fresh(configs, overwrite)

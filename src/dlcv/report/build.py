@@ -12,8 +12,10 @@ import matplotlib.pyplot as plt
 
 from dlcv.errors import counted
 from dlcv.files import atomic_path
+from dlcv.report.classification import classification_section
 from dlcv.report.html import Column, Section, figure, heading, number, page, paragraph, percent, preformatted, table
 from dlcv.report.runs import Run, read_runs
+from dlcv.report.segmentation import segmentation_section
 
 TASK_TITLES = {"segment": "segmentation", "classify": "classification"}
 SCORE_TITLES = {"val_miou": "val mIoU", "val_acc": "val accuracy"}
@@ -150,9 +152,6 @@ def curves_section(runs: list[Run]) -> Section:
 
 def build_report(run_dirs: list[str | Path], ids: list[str] | None = None) -> str:
     """The report's HTML for ``run_dirs``; ``ids`` chooses the validation images whose masks are shown."""
-    from dlcv.report.classification import classification_section
-    from dlcv.report.segmentation import segmentation_section
-
     runs = read_runs(run_dirs)
     sections = [summary_section(runs), config_section(runs), architecture_section(runs), curves_section(runs)]
     groups = by_task(runs)

@@ -8,17 +8,18 @@ from pathlib import Path
 
 import numpy as np
 
+from dlcv.data.classification import classification_dirs
 from dlcv.errors import UserError
 from dlcv.metrics import ClassificationScore, accuracy_per_class, evaluate_label_csv
 from dlcv.report.html import Column, Section, figure, heading, paragraph, percent, table
 from dlcv.report.runs import Run
 from dlcv.training.classification import TSNE_CSV, VAL_PREDICTIONS
+from dlcv.viz.confusion import confusion_figure
+from dlcv.viz.tsne import tsne_figure, write_tsne
 
 
 def _validation(run: Run) -> tuple[Path, Path] | None:
     """(validation images, their labels: a CSV or that folder); None when the run's data is not here."""
-    from dlcv.data.classification import classification_dirs
-
     try:
         _, val_dir, val_csv = classification_dirs(str(run.config.get("data", "")))
     except UserError:
@@ -83,8 +84,6 @@ def per_class_table(runs: list[Run], scores: dict[str, ClassificationScore | Non
 
 def _tsne_points(run: Run) -> tuple[np.ndarray, np.ndarray, str | None] | None:
     """(points, labels, layer) from the run's ``tsne.csv``, else computed from best.ckpt on the validation images."""
-    from dlcv.viz.tsne import write_tsne
-
     cached = run.path / TSNE_CSV
     with tempfile.TemporaryDirectory() as tmp:
         if not cached.is_file():
@@ -102,9 +101,6 @@ def _tsne_points(run: Run) -> tuple[np.ndarray, np.ndarray, str | None] | None:
 
 
 def run_figures(run: Run, score: ClassificationScore | None) -> str:
-    from dlcv.viz.confusion import confusion_figure
-    from dlcv.viz.tsne import tsne_figure
-
     parts = [heading(run.name)]
     if score is None:
         parts.append(

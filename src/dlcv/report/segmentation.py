@@ -10,6 +10,7 @@ from dlcv.data.images import read_rgb
 from dlcv.data.landcover import Pair, find_pairs
 from dlcv.data.palette import CLASS_NAMES, SCORED_CLASSES, decode_mask
 from dlcv.errors import counted
+from dlcv.predict import iter_class_maps, load_task
 from dlcv.report.html import Column, Section, figure, heading, number, paragraph, table
 from dlcv.report.runs import Run
 from dlcv.viz.masks import choose_ids, comparison_figure, snapshot_folders
@@ -49,8 +50,6 @@ def _read(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
 
 def _predicted(run: Run, pairs: list[Pair]) -> dict[str, np.ndarray]:
     """The class maps ``best.ckpt`` predicts for ``pairs``, by id."""
-    from dlcv.predict import iter_class_maps, load_task
-
     task = load_task(run.checkpoint, "segment")
     by_path = dict(iter_class_maps(task, [p.image for p in pairs], device="auto", batch_size=1, workers=0))
     return {p.id: by_path[p.image] for p in pairs}
