@@ -56,11 +56,17 @@ def test_presets_resolve_full_and_quick(tmp_path):
                 assert config.epochs >= 20
 
 
-def _lay_over_presets(monkeypatch, folder: Path, values: dict[str, dict]) -> dict[str, Path]:
-    """Lay a YAML file of ``values[task]`` over each experiment's preset files; return the files by task."""
+def _write_overlays(folder: Path, values: dict[str, dict]) -> dict[str, Path]:
+    """A YAML file of ``values[task]`` for each task, by task."""
     overlays = {task: folder / f"overlay_{task}.yaml" for task in values}
     for task, path in overlays.items():
         path.write_text(yaml.safe_dump(values[task]))
+    return overlays
+
+
+def _lay_over_presets(monkeypatch, folder: Path, values: dict[str, dict]) -> dict[str, Path]:
+    """Lay a YAML file of ``values[task]`` over each experiment's preset files; return the files by task."""
+    overlays = _write_overlays(folder, values)
     real_files = dlcv.reproduce.preset_files
     monkeypatch.setattr(dlcv.reproduce, "preset_files", lambda e, quick: [*real_files(e, quick), overlays[e.task]])
     return overlays
@@ -129,10 +135,10 @@ print(json.dumps({"status": status, "fits": len(loaded_at_fit), "late": sorted(l
 """
 
 
-def test_reproduce_imports_all_its_code_before_training(hw2_dir, tmp_path, monkeypatch):
+def test_reproduce_imports_all_its_code_before_training(hw2_dir, tmp_path):
     """Hours of training must not end in code the checkout holds by then: scoring, t-SNE and the report
     are imported before the first epoch (in a fresh process, so that other tests' imports do not count)."""
-    overlays = _lay_over_presets(monkeypatch, tmp_path, TINY)
+    overlays = _write_overlays(tmp_path, TINY)  # laid over the presets by the probe, in its own process
     out = tmp_path / "out"
     argv = ["reproduce", "--data", hw2_dir, "--out", out, "--quick", "--weights", "none", "--device", "cpu"]
     probe = [sys.executable, "-c", LATE_IMPORTS_PROBE, json.dumps({k: str(v) for k, v in overlays.items()})]
