@@ -428,8 +428,8 @@ def test_classification_resumes_exactly_after_a_crash_mid_epoch(tmp_path, capsys
 
 def test_training_imports_everything_it_needs_before_it_starts():
     """A run imports its code once, at the start: a deferred import would load whatever the checkout holds
-    an hour later, and a run whose checkout changed under it would fail after its last epoch. (The whole of
-    ``dlcv reproduce`` is checked by running it; this covers the branches such a run does not take.)"""
+    an hour later, and a run whose checkout changed under it would fail after its last epoch. (test_reproduce's
+    end-to-end test checks the whole of ``dlcv reproduce`` by running it; this covers the branches it skips.)"""
     modules = sorted(Path(dlcv.training.__file__).parent.glob("*.py"))
     deferred = [
         f"{module.name}:{node.lineno}"

@@ -56,29 +56,52 @@ def test_presets_resolve_full_and_quick(tmp_path):
                 assert config.epochs >= 20
 
 
-def _write_overlays(folder: Path, values: dict[str, dict]) -> dict[str, Path]:
-    """A YAML file of ``values[task]`` for each task, by task."""
+def _lay_over_presets(monkeypatch, folder: Path, values: dict[str, dict]) -> dict[str, Path]:
+    """Lay a YAML file of ``values[task]`` over each experiment's preset files; return the files by task."""
     overlays = {task: folder / f"overlay_{task}.yaml" for task in values}
     for task, path in overlays.items():
         path.write_text(yaml.safe_dump(values[task]))
-    return overlays
-
-
-def _lay_over_presets(monkeypatch, folder: Path, values: dict[str, dict]) -> dict[str, Path]:
-    """Lay a YAML file of ``values[task]`` over each experiment's preset files; return the files by task."""
-    overlays = _write_overlays(folder, values)
     real_files = dlcv.reproduce.preset_files
     monkeypatch.setattr(dlcv.reproduce, "preset_files", lambda e, quick: [*real_files(e, quick), overlays[e.task]])
     return overlays
 
 
+#: Runs ``dlcv`` with the overlays of argv[1] (JSON, by task) and prints, as its last line, the dlcv modules
+#: first loaded after the first ``Trainer.fit`` began.
+LATE_IMPORTS_PROBE = """
+import json, sys
+from pathlib import Path
+import lightning.pytorch as pl
+import dlcv.reproduce
+from dlcv.cli import main
+
+overlays = json.loads(sys.argv[1])
+real_files, real_fit, loaded_at_fit = dlcv.reproduce.preset_files, pl.Trainer.fit, []
+dlcv.reproduce.preset_files = lambda e, quick: [*real_files(e, quick), Path(overlays[e.task])]
+
+def fit(*args, **kwargs):
+    loaded_at_fit.append({name for name in sys.modules if name.split(".")[0] == "dlcv"})
+    return real_fit(*args, **kwargs)
+
+pl.Trainer.fit = fit
+status = main(sys.argv[2:])
+late = {name for name in sys.modules if name.split(".")[0] == "dlcv"} - loaded_at_fit[0]
+print(json.dumps({"status": status, "fits": len(loaded_at_fit), "late": sorted(late)}))
+"""
+
+
 def test_reproduce_quick_end_to_end(hw2_dir, tmp_path, capsys, monkeypatch):
-    _lay_over_presets(monkeypatch, tmp_path, TINY)
+    """Run in a fresh process (other tests' imports must not count), which also shows that scoring, t-SNE and
+    the report are imported before the first epoch: hours of training must not end in code the checkout
+    holds by then."""
+    overlays = _lay_over_presets(monkeypatch, tmp_path, TINY)  # this process's, for the second run
     out = tmp_path / "out"
     argv = ["reproduce", "--data", hw2_dir, "--out", out, "--quick", "--weights", "none", "--device", "cpu"]
-    status, stdout, err = run_cli(capsys, *argv)
-    assert status == 0, err
-    assert "report: " in stdout and "results: " in stdout
+    probe = [sys.executable, "-c", LATE_IMPORTS_PROBE, json.dumps({k: str(v) for k, v in overlays.items()})]
+    done = subprocess.run([*probe, *map(str, argv)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"status": 0, "fits": 3, "late": []}
+    assert "report: " in done.stdout and "results: " in done.stdout
 
     results = read_results(out / "results.csv")
     assert [(r.task, r.model, r.metric) for r in results] == [
@@ -109,42 +132,6 @@ def test_reproduce_quick_end_to_end(hw2_dir, tmp_path, capsys, monkeypatch):
     # A second run into the same folder refuses before training anything.
     status, _, err = run_cli(capsys, *argv)
     assert status == 2 and "--overwrite" in err and err.count("\n") == 1
-
-
-#: Runs ``dlcv`` with the overlays of argv[1] (JSON, by task) and prints, as its last line, the dlcv modules
-#: first loaded after the first ``Trainer.fit`` began.
-LATE_IMPORTS_PROBE = """
-import json, sys
-from pathlib import Path
-import lightning.pytorch as pl
-import dlcv.reproduce
-from dlcv.cli import main
-
-overlays = json.loads(sys.argv[1])
-real_files, real_fit, loaded_at_fit = dlcv.reproduce.preset_files, pl.Trainer.fit, []
-dlcv.reproduce.preset_files = lambda e, quick: [*real_files(e, quick), Path(overlays[e.task])]
-
-def fit(*args, **kwargs):
-    loaded_at_fit.append({name for name in sys.modules if name.split(".")[0] == "dlcv"})
-    return real_fit(*args, **kwargs)
-
-pl.Trainer.fit = fit
-status = main(sys.argv[2:])
-late = {name for name in sys.modules if name.split(".")[0] == "dlcv"} - loaded_at_fit[0]
-print(json.dumps({"status": status, "fits": len(loaded_at_fit), "late": sorted(late)}))
-"""
-
-
-def test_reproduce_imports_all_its_code_before_training(hw2_dir, tmp_path):
-    """Hours of training must not end in code the checkout holds by then: scoring, t-SNE and the report
-    are imported before the first epoch (in a fresh process, so that other tests' imports do not count)."""
-    overlays = _write_overlays(tmp_path, TINY)  # laid over the presets by the probe, in its own process
-    out = tmp_path / "out"
-    argv = ["reproduce", "--data", hw2_dir, "--out", out, "--quick", "--weights", "none", "--device", "cpu"]
-    probe = [sys.executable, "-c", LATE_IMPORTS_PROBE, json.dumps({k: str(v) for k, v in overlays.items()})]
-    done = subprocess.run([*probe, *map(str, argv)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"status": 0, "fits": 3, "late": []}
 
 
 def test_reproduce_names_a_missing_data_folder(hw2_dir, tmp_path, capsys):
