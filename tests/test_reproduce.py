@@ -79,13 +79,16 @@ overlays = json.loads(sys.argv[1])
 real_files, real_fit, loaded_at_fit = dlcv.reproduce.preset_files, pl.Trainer.fit, []
 dlcv.reproduce.preset_files = lambda e, quick: [*real_files(e, quick), Path(overlays[e.task])]
 
+def dlcv_modules():
+    return {name for name in sys.modules if name.split(".")[0] == "dlcv"}
+
 def fit(*args, **kwargs):
-    loaded_at_fit.append({name for name in sys.modules if name.split(".")[0] == "dlcv"})
+    loaded_at_fit.append(dlcv_modules())
     return real_fit(*args, **kwargs)
 
 pl.Trainer.fit = fit
 status = main(sys.argv[2:])
-late = {name for name in sys.modules if name.split(".")[0] == "dlcv"} - loaded_at_fit[0]
+late = dlcv_modules() - loaded_at_fit[0]
 print(json.dumps({"status": status, "fits": len(loaded_at_fit), "late": sorted(late)}))
 """
 
