@@ -357,7 +357,7 @@ def render_markdown(results: list[Result]) -> str:
         "end to end, not what the models can reach; the full experiments are `dlcv reproduce` without `--quick`,",
         "meant for a GPU. Rows marked *all data* trained on every training image and were scored on the whole",
         "validation set; those on `cpu` are sized to a 2-core CPU, a few hours at most (their wall time says):",
-        "fewer epochs, and for segmentation smaller images, than a GPU run would use, as their command says.",
+        "a smaller model, fewer epochs or smaller images than a GPU run would use, as their command says.",
         "A command's presets (`--config NAME`) are as they were at its row's commit; one changed since then",
         "runs differently today (`git show COMMIT:src/dlcv/configs/NAME.yaml` shows it as it was).",
         "",
