@@ -328,7 +328,7 @@ def _seed_table(groups: list[SeedGroup]) -> list[str]:
         "(seed `-`: the command gave none, so the configured seed, 0 unless a config file sets another): the mean",
         "and sample standard deviation of their scores over the seeds. A command rerun with a seed it already ran",
         "starts a new series (the code changed in between). Runs of different seeds join a series whatever their",
-        "commits, so a series whose commits differ may pool code that changed between them: `git diff` the two.",
+        "commits, so a series whose commits differ may pool code that changed between them (`git diff` shows what).",
         "",
         "| model | runs | seeds | mean | std | min | max | commits | command |",
         "|---|---:|---|---:|---:|---:|---:|---|---|",
