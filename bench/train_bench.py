@@ -4,8 +4,9 @@ The baseline is what a user would write without dlcv: a Dataset that opens the i
 every item (Pillow), normalises to float32 in DataLoader workers, and an fp32 loop of forward,
 cross-entropy, backward and optimiser step on the same model and device. dlcv's side is its own
 LightningModule driven by a Lightning Trainer as ``dlcv segment/classify train`` drives it: data
-decoded once and held on the device, dlcv's augmentation run there on each batch, and on a GPU bf16
-autocast, channels-last weights and (``--compile``) torch.compile.
+decoded once and held on the device, dlcv's augmentation run there on each batch, channels-last weights
+where dlcv trains in them (every model on a GPU, the registry's choice on a CPU), and on a GPU bf16
+autocast and (``--compile``) torch.compile.
 
 Both run alternately (``--rounds`` times, so that other load on the machine hits both alike); the
 median step time over all timed steps (after ``--warmup`` steps each round) gives images/s. FLOPs
@@ -388,7 +389,7 @@ def run(args, data: Path, device: torch.device) -> int:
     bf16 = "bf16" in precision_for(config, accelerator)
     peak, peak_source = peak_flops(device, bf16)
     config.compile = args.compile
-    optimise_for_device(task, config, accelerator)  # as fit() does: channels-last on a GPU, compile if asked
+    optimise_for_device(task, config, accelerator)  # as fit() does: channels-last, TF32, compile if asked
     sides = {"baseline": Side([], [], 0.0), "dlcv": Side([], [], 0.0)}
     for round_ in range(args.rounds):
         order = ["baseline", "dlcv"] if round_ % 2 == 0 else ["dlcv", "baseline"]

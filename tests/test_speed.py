@@ -9,8 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dlcv.config import SegmentConfig
+from dlcv.config import ClassifyConfig, SegmentConfig
 from dlcv.data.palette import NUM_KEYS, PALETTE, colour_key_image, colour_keys, count_off_palette, decode_mask
+from dlcv.models import get_entry
+from dlcv.predict import inference_on
+from dlcv.training.classification import ClassificationTask
 from dlcv.training.runner import optimise_for_device
 from dlcv.training.segmentation import SegmentationTask
 from tests.conftest import run_cli
@@ -59,11 +62,39 @@ def test_gpu_layout_is_channels_last_and_compile_keeps_state_keys():
     assert set(task.state_dict()) == keys
 
 
-def test_cpu_layout_is_left_alone():
-    task = SegmentationTask("fcn32s", 7, model_kwargs={"fc_channels": 16})
-    optimise_for_device(task, SegmentConfig(), "cpu")
-    assert task.model.features[0].weight.is_contiguous()
-    assert task.model._compiled_call_impl is None
+def test_cpu_layout_follows_the_registry():
+    """On a CPU only the small-image ResNets go channels-last (oneDNN steps them faster so; FCN slower)."""
+    fcn = SegmentationTask("fcn32s", 7, model_kwargs={"fc_channels": 16})
+    optimise_for_device(fcn, SegmentConfig(), "cpu")
+    assert fcn.model.features[0].weight.is_contiguous()
+    assert fcn.model._compiled_call_impl is None
+    resnet = ClassificationTask("resnet20_cifar", 5)
+    optimise_for_device(resnet, ClassifyConfig(model="resnet20_cifar"), "cpu")
+    assert resnet.model.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not resnet.model.stem.weight.is_contiguous()
+    with inference_on(fcn, torch.device("cpu")), inference_on(resnet, torch.device("cpu")):
+        assert fcn.model.features[0].weight.is_contiguous()
+        assert resnet.model.stem.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(
+    ("task_class", "model", "size"),
+    [
+        (ClassificationTask, "resnet20_cifar", 32),
+        (ClassificationTask, "vgg16_bn", 32),
+        (SegmentationTask, "deeplabv3plus_vgg16", 64),
+    ],
+)
+def test_channels_last_changes_no_logits(task_class, model, size):
+    """The models dlcv runs channels-last on a CPU compute there what they compute in the default layout."""
+    assert get_entry(model).channels_last_on_cpu
+    torch.manual_seed(0)
+    task = task_class(model, 5).eval()
+    images = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    with torch.no_grad():
+        contiguous = task(images)
+        task.model.to(memory_format=torch.channels_last)
+        assert torch.allclose(task(images), contiguous, rtol=1e-4, atol=1e-4)
 
 
 def test_compiled_training_gives_the_eager_numbers_and_plain_checkpoints(tmp_path, capsys):

@@ -18,7 +18,7 @@ from dlcv.data.landcover import IMAGE_TAG, MASK_TAG
 from dlcv.data.palette import encode_mask
 from dlcv.errors import UserError, abbreviate
 from dlcv.files import staged_dir
-from dlcv.models import get_entry
+from dlcv.models import get_entry, runs_channels_last
 from dlcv.training.runner import accelerator_for
 from dlcv.training.task import Task, read_checkpoint
 
@@ -47,11 +47,11 @@ def device_for(device: str) -> torch.device:
 
 @contextmanager
 def inference_on(task: Task, device: torch.device) -> Iterator[None]:
-    """Inference as training ran: ``task`` on ``device``, no autograd; on a GPU, bf16 autocast and
-    channels-last weights (the layout tensor cores convolve in: cuDNN then picks NHWC kernels)."""
+    """Inference as training ran: ``task`` on ``device``, no autograd, channels-last weights where
+    :func:`runs_channels_last` says (every model on a GPU), and bf16 autocast on a GPU."""
     task.to(device)
     on_gpu = device.type == "cuda"
-    if on_gpu:
+    if runs_channels_last(task.hparams.model, on_gpu):
         task.to(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
         yield

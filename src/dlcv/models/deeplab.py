@@ -55,6 +55,7 @@ class DeepLabV3PlusDecoder(nn.Module):
     "DeepLabv3+ (ASPP, stride-4 decoder) on a VGG16 encoder at output stride 16",
     VGG16_Weights.IMAGENET1K_V1,
     min_batch_size=2,
+    channels_last_on_cpu=True,
 )
 def deeplabv3plus_vgg16(num_classes: int, atrous_rates: Sequence[int] = ATROUS_RATES) -> EncoderDecoder:
     encoder = VGG16Encoder()
@@ -68,6 +69,7 @@ def _register_resnet(depth: int, weights) -> None:
         f"DeepLabv3+ (ASPP, stride-4 decoder) on a ResNet-{depth} encoder dilated to output stride 16",
         weights,
         min_batch_size=2,
+        channels_last_on_cpu=True,
     )
     def build(num_classes: int, atrous_rates: Sequence[int] = ATROUS_RATES) -> EncoderDecoder:
         encoder = ResNetEncoder(depth, output_stride=16)

@@ -24,13 +24,22 @@ class ModelEntry:
     description: str
     #: The smallest batch it trains on: DeepLab's image-pooling branch has a BatchNorm over one value per image.
     min_batch_size: int = 1
+    #: Channels-last weights on a CPU too (on a GPU every model gets them): set where bench/layout_bench.py
+    #: measured oneDNN's NHWC kernels training it faster (the small-image ResNets, VGG16-BN, DeepLabv3+);
+    #: FCN and U-Net train slower or no faster so.
+    channels_last_on_cpu: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, task: str, description: str, imagenet_weights: Any | None = None, min_batch_size: int = 1
+    name: str,
+    task: str,
+    description: str,
+    imagenet_weights: Any | None = None,
+    min_batch_size: int = 1,
+    channels_last_on_cpu: bool = False,
 ):
     """Decorator: register ``builder(num_classes, **kwargs) -> nn.Module`` under ``name``."""
     if task not in TASKS:
@@ -39,7 +48,9 @@ def register_model(
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, task, builder, imagenet_weights, description, min_batch_size)
+        _REGISTRY[name] = ModelEntry(
+            name, task, builder, imagenet_weights, description, min_batch_size, channels_last_on_cpu
+        )
         return builder
 
     return decorate
@@ -54,6 +65,12 @@ def get_entry(name: str, task: str | None = None) -> ModelEntry:
     if entry is None or (task is not None and entry.task != task):
         raise UserError(f"unknown model {name!r}; choose from: {', '.join(model_names(task))}")
     return entry
+
+
+def runs_channels_last(name: str, on_gpu: bool) -> bool:
+    """Whether model ``name`` runs with channels-last weights: always on a GPU (tensor cores convolve in
+    NHWC, and cuDNN then picks NHWC kernels for every convolution); on a CPU where its entry says."""
+    return on_gpu or get_entry(name).channels_last_on_cpu
 
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:

@@ -52,7 +52,11 @@ class VGG16BNClassifier(VGG):
 
 
 @register_model(
-    "vgg16_bn", "classify", "VGG16-BN, then 1000 -> 256 -> classes (the report's model)", VGG16_BN_Weights.IMAGENET1K_V1
+    "vgg16_bn",
+    "classify",
+    "VGG16-BN, then 1000 -> 256 -> classes (the report's model)",
+    VGG16_BN_Weights.IMAGENET1K_V1,
+    channels_last_on_cpu=True,
 )
 def vgg16_bn(num_classes: int, **kwargs) -> VGG16BNClassifier:
     return VGG16BNClassifier(num_classes, **kwargs)

@@ -21,7 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from dlcv.config import CONFIG_NAME, TrainConfig, config_to_yaml
 from dlcv.errors import UserError
 from dlcv.files import atomic_path, make_folder, write_text_atomic
-from dlcv.models import get_entry
+from dlcv.models import get_entry, runs_channels_last
 from dlcv.models.describe import describe_module
 from dlcv.models.weights import check_weights_spec
 from dlcv.results import RUN_JSON, source_commit, write_run_record
@@ -213,11 +213,12 @@ def precision_for(config: TrainConfig, accelerator: str) -> str:
 
 
 def optimise_for_device(task: L.LightningModule, config: TrainConfig, accelerator: str) -> None:
-    """On a GPU: TF32 matmuls and channels-last weights (tensor cores run convolutions in NHWC; cuDNN
-    then picks NHWC kernels for every convolution). ``config.compile``: torch.compile the model in place
-    (its state-dict keys are unchanged, so checkpoints load with or without it)."""
+    """On a GPU: TF32 matmuls. Channels-last weights where :func:`runs_channels_last` says (every model on
+    a GPU). ``config.compile``: torch.compile the model in place (its state-dict keys are unchanged, so
+    checkpoints load with or without it)."""
     if accelerator == "gpu":
         torch.set_float32_matmul_precision("high")
+    if runs_channels_last(task.hparams.model, on_gpu=accelerator == "gpu"):
         task.model.to(memory_format=torch.channels_last)
     if config.compile:
         task.model.compile()
