@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,31 +28,33 @@ SHAPES = {"classify": (50, 64, 32), "segment": (7, 1, 512)}
 LAYOUTS = {"default": torch.contiguous_format, "channels-last": torch.channels_last}
 
 
-def step_times(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, steps: int) -> list[float]:
-    """Wall seconds of ``steps`` training steps."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, fused=True)
-    model.train()
+def wall_times(run_once: Callable[[], object], steps: int) -> list[float]:
+    """Wall seconds of each of ``steps`` calls of ``run_once``."""
     times = []
     for _ in range(steps):
         started = time.perf_counter()
+        run_once()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def step_times(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, steps: int) -> list[float]:
+    """Training steps: forward, cross-entropy, backward, fused SGD."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, fused=True)
+
+    def step() -> None:
         loss = F.cross_entropy(model(images), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        times.append(time.perf_counter() - started)
-    return times
+
+    return wall_times(step, steps)
 
 
 @torch.inference_mode()
 def forward_times(model: torch.nn.Module, images: torch.Tensor, steps: int) -> list[float]:
-    """Wall seconds of ``steps`` inference forwards."""
-    model.eval()
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        model(images)
-        times.append(time.perf_counter() - started)
-    return times
+    """Inference forwards."""
+    return wall_times(lambda: model(images), steps)
 
 
 def measure(name: str, rounds: int, steps: int, warmup: int, size: int | None) -> dict:
@@ -73,8 +76,8 @@ def measure(name: str, rounds: int, steps: int, warmup: int, size: int | None) -
             model = build_model(name, classes)
             model.load_state_dict(start)
             model.to(memory_format=LAYOUTS[layout])
-            timed[layout]["train"] += step_times(model, images, targets, warmup + steps)[warmup:]
-            timed[layout]["forward"] += forward_times(model, images, warmup + steps)[warmup:]
+            timed[layout]["train"] += step_times(model.train(), images, targets, warmup + steps)[warmup:]
+            timed[layout]["forward"] += forward_times(model.eval(), images, warmup + steps)[warmup:]
     result = {"task": task, "batch": batch, "size": size, "registry_says": entry.channels_last_on_cpu}
     for layout, times in timed.items():
         result[layout] = {phase: round(median(values), 4) for phase, values in times.items()}

@@ -63,7 +63,7 @@ def test_gpu_layout_is_channels_last_and_compile_keeps_state_keys():
 
 
 def test_cpu_layout_follows_the_registry():
-    """On a CPU only the small-image ResNets go channels-last (oneDNN steps them faster so; FCN slower)."""
+    """On a CPU a model goes channels-last only where its registry entry says (ResNet-20 yes, FCN no)."""
     fcn = SegmentationTask("fcn32s", 7, model_kwargs={"fc_channels": 16})
     optimise_for_device(fcn, SegmentConfig(), "cpu")
     assert fcn.model.features[0].weight.is_contiguous()
